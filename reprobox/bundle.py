@@ -79,14 +79,17 @@ def find(arg: str | None, cwd: Path | None = None) -> Bundle:
     for candidate in (Path(arg), root / arg):
         if (candidate / "manifest.yaml").is_file():
             return Bundle(candidate.resolve())
-    raise BundleError(f"{arg}: not a reprobox bundle (no manifest.yaml)",
-                      hint=f"pass a folder under {RUNS_DIR}/ or a run id; `ls {RUNS_DIR}` lists them")
+    raise BundleError(
+        f"{arg}: not a reprobox bundle (no manifest.yaml)",
+        hint=f"pass a folder under {RUNS_DIR}/ or a run id; `ls {RUNS_DIR}` lists them",
+    )
 
 
 def newest(root: Path) -> Bundle:
     """The most recent complete bundle under `root` (run ids sort by capture time)."""
     runs = sorted(p for p in root.glob("*/manifest.yaml") if not p.parent.name.startswith("."))
     if not runs:
-        raise BundleError(f"no captured runs under {root}",
-                          hint="run `reprobox capture -- python train.py` first")
+        raise BundleError(
+            f"no captured runs under {root}", hint="run `reprobox capture -- python train.py` first"
+        )
     return Bundle(runs[-1].parent.resolve())

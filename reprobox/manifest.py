@@ -173,8 +173,9 @@ class Manifest:
 
 def dumps(manifest: Manifest) -> str:
     """Render a manifest as YAML with every string quoted."""
-    return yaml.dump(manifest.to_dict(), Dumper=_QuotingDumper, sort_keys=False,
-                     allow_unicode=True, width=1000)
+    return yaml.dump(
+        manifest.to_dict(), Dumper=_QuotingDumper, sort_keys=False, allow_unicode=True, width=1000
+    )
 
 
 def loads(text: str, source: str = "manifest") -> Manifest:
@@ -182,12 +183,15 @@ def loads(text: str, source: str = "manifest") -> Manifest:
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
     except yaml.constructor.ConstructorError as exc:
-        raise ManifestError(f"{source}: refused YAML ({exc.problem})",
-                            hint="manifests hold plain data only; was it edited or tampered with?"
-                            ) from None
+        raise ManifestError(
+            f"{source}: refused YAML ({exc.problem})",
+            hint="manifests hold plain data only; was it edited or tampered with?",
+        ) from None
     except yaml.YAMLError as exc:
-        raise ManifestError(f"{source}: not valid YAML ({_yaml_where(exc)})",
-                            hint="the file is corrupt or truncated; capture the run again") from None
+        raise ManifestError(
+            f"{source}: not valid YAML ({_yaml_where(exc)})",
+            hint="the file is corrupt or truncated; capture the run again",
+        ) from None
     return Manifest.from_dict(data, source)
 
 
@@ -196,8 +200,9 @@ def read(path: Path) -> Manifest:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ManifestError(f"{path}: no such manifest",
-                            hint="run `reprobox capture -- CMD` first") from None
+        raise ManifestError(
+            f"{path}: no such manifest", hint="run `reprobox capture -- CMD` first"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{path}: cannot read manifest ({exc})") from None
     return loads(text, str(path))
@@ -241,7 +246,8 @@ class _StrictLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -258,13 +264,17 @@ def _yaml_where(exc: yaml.YAMLError) -> str:
 def _check_version(data: Mapping[str, Any], source: str) -> None:
     version = data.get("schema_version")
     if version is None:
-        raise ManifestError(f"{source}: missing schema_version", hint="is this a reprobox manifest?")
+        raise ManifestError(
+            f"{source}: missing schema_version", hint="is this a reprobox manifest?"
+        )
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ManifestError(f"{source}: schema_version must be a positive integer, got {version!r}")
     if version > SCHEMA_VERSION:
         raise ManifestError(
             f"{source}: written by a newer reprobox (schema {version}; this one reads up to "
-            f"{SCHEMA_VERSION})", hint="upgrade reprobox: pip install -U reprobox")
+            f"{SCHEMA_VERSION})",
+            hint="upgrade reprobox: pip install -U reprobox",
+        )
 
 
 def _to_plain(value: Any) -> Any:
@@ -292,7 +302,9 @@ def _from_plain(kind: Any, value: Any, source: str, where: str) -> Any:
         if not isinstance(value, list):
             _fail(source, where, "expected a list", value)
         item_kind = typing.get_args(kind)[0]
-        return tuple(_from_plain(item_kind, v, source, f"{where}[{i}]") for i, v in enumerate(value))
+        return tuple(
+            _from_plain(item_kind, v, source, f"{where}[{i}]") for i, v in enumerate(value)
+        )
     if origin is Mapping:
         return _from_mapping(kind, value, source, where)
     return _from_scalar(kind, value, source, where)
@@ -315,8 +327,9 @@ def _from_mapping(kind: Any, value: Any, source: str, where: str) -> Mapping[str
         _fail(source, where, "expected a mapping", value)
     value_kind = typing.get_args(kind)[1]
     return {
-        _from_scalar(str, key, source, f"{where}.<key>"):
-            _from_plain(value_kind, item, source, f"{where}.{key}")
+        _from_scalar(str, key, source, f"{where}.<key>"): _from_plain(
+            value_kind, item, source, f"{where}.{key}"
+        )
         for key, item in value.items()
     }
 
@@ -336,10 +349,15 @@ def _build_dataclass(kind: Any, value: Any, source: str, where: str) -> Any:
     names = {f.name for f in dataclasses.fields(kind)}
     unknown = sorted(set(value) - names)
     if unknown:
-        raise ManifestError(f"{source}: unknown field {_join(where, str(unknown[0]))!r}",
-                            hint="was it written by another tool or a newer reprobox?")
-    required = {f.name for f in dataclasses.fields(kind)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        raise ManifestError(
+            f"{source}: unknown field {_join(where, str(unknown[0]))!r}",
+            hint="was it written by another tool or a newer reprobox?",
+        )
+    required = {
+        f.name
+        for f in dataclasses.fields(kind)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
     missing = sorted(required - set(value))
     if missing:
         raise ManifestError(f"{source}: missing field {_join(where, missing[0])!r}")

@@ -1,0 +1,271 @@
+"""Bundle → image: fetch wheels, render, assemble a deterministic context, build, verify, tag.
+
+The tag is a hash of everything the image is made from (Dockerfile, lock with wheel hashes,
+manifest with the source snapshot's digests, shim, base image), so an unchanged bundle is
+never rebuilt. The image is built untagged and tagged only after the installed packages
+have been checked against the lock: an interrupted or wrong build never carries a tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from reprobox import baseimage, lock, render, seeding, wheelhouse
+from reprobox.bundle import Bundle
+from reprobox.engine import ContainerSpec, Engine
+from reprobox.errors import BuildVerificationError, BundleError, RenderError
+from reprobox.fileio import atomic_write
+from reprobox.manifest import Manifest
+
+Log = Callable[[str], None]
+# The base image's own installer packages may differ from the captured ones without harm.
+_BOOTSTRAP = frozenset({"pip", "setuptools", "wheel"})
+_LIST_PACKAGES = (
+    "import json, importlib.metadata as m; print(json.dumps(sorted("
+    "(d.metadata['Name'], d.version) for d in m.distributions())))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltImage:
+    """The image built for a bundle, recorded in the bundle as `build.json`."""
+
+    tag: str
+    base_image: str
+    base_python: str
+    captured_python: str
+    reused: bool = False
+
+    @property
+    def python_note(self) -> str | None:
+        """A sentence when the image's Python differs from the captured one."""
+        if self.base_python == self.captured_python:
+            return None
+        return (
+            f"Python differs: captured {self.captured_python}, "
+            f"image {self.base_image} has {self.base_python}"
+        )
+
+
+def build(
+    bundle: Bundle,
+    engine: Engine,
+    log: Log,
+    base_image: str | None = None,
+    cache: Path | None = None,
+) -> BuiltImage:
+    """Build (or reuse) the image for `bundle` and record it in the bundle."""
+    manifest = bundle.manifest()
+    engine.ping()
+    base = baseimage.choose(engine, manifest.python.version, base_image, log)
+    _check_python(manifest, base)
+    lock_text = _hashed_lock(bundle, manifest, base, cache or wheelhouse.default_cache(), log)
+    dockerfile = render.dockerfile(manifest, base.ref)
+    atomic_write(bundle.dockerfile_path, dockerfile)
+    tag = image_tag(manifest, _fingerprint(bundle, dockerfile, lock_text, base))
+    built = BuiltImage(tag, base.ref, base.python_version, manifest.python.version)
+    if base.python_version != manifest.python.version:
+        log(f"note: {built.python_note}")
+    if engine.has_image(tag):
+        log(f"image {tag} is up to date (nothing changed since it was built)")
+        built = BuiltImage(**{**asdict(built), "reused": True})
+    else:
+        _build_and_verify(bundle, engine, manifest, dockerfile, lock_text, tag, log)
+    atomic_write(bundle.path / "build.json", json.dumps(asdict(built), indent=2) + "\n")
+    return built
+
+
+def read_built(bundle: Bundle) -> BuiltImage:
+    """The image recorded by the last `build` of this bundle."""
+    path = bundle.path / "build.json"
+    try:
+        return BuiltImage(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise BundleError(
+            f"{bundle.path}: no image built yet",
+            hint="run `reprobox build` (or `reprobox run`) first",
+        ) from None
+    except (ValueError, TypeError) as exc:
+        raise BundleError(
+            f"{path}: unreadable ({exc})", hint="run `reprobox build` again"
+        ) from None
+
+
+def image_tag(manifest: Manifest, fingerprint: str) -> str:
+    """`reprobox/<project>:<content hash>`."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", manifest.run.project.lower()).strip("-._") or "run"
+    return f"reprobox/{name}:{fingerprint[:16]}"
+
+
+def _check_python(manifest: Manifest, base: baseimage.BaseImage) -> None:
+    captured = manifest.python.version.split(".")[:2]
+    if base.python_version.split(".")[:2] != captured:
+        raise RenderError(
+            f"base image {base.ref} has Python {base.python_version}, the run used "
+            f"{manifest.python.version}; wheels for one do not install on the other",
+            hint=f"pass --base-image with Python {'.'.join(captured)}, or run "
+            f"`reprobox base --python {'.'.join(captured)}`",
+        )
+
+
+def _hashed_lock(
+    bundle: Bundle, manifest: Manifest, base: baseimage.BaseImage, cache: Path, log: Log
+) -> str:
+    """The lock with wheel hashes: reused from the bundle when complete, else fetched."""
+    if bundle.lock_path.is_file():
+        existing = bundle.lock_path.read_text()
+        if lock.is_hashed(existing, manifest):
+            return existing
+    wheels = wheelhouse.fetch(lock.locked_packages(manifest), _target(manifest), cache, log)
+    text = lock.dumps(manifest, {name: [w.sha256] for name, w in wheels.items()})
+    atomic_write(bundle.lock_path, text)
+    return text
+
+
+def _target(manifest: Manifest) -> wheelhouse.Target:
+    xy = ".".join(manifest.python.version.split(".")[:2])  # equal to the base's (_check_python)
+    return wheelhouse.Target(xy, manifest.python.abi_tag, manifest.system.arch)
+
+
+def _fingerprint(bundle: Bundle, dockerfile: str, lock_text: str, base: baseimage.BaseImage) -> str:
+    digest = hashlib.sha256()
+    for part in (
+        dockerfile,
+        lock_text,
+        bundle.manifest_path.read_text(),
+        base.ref,
+        base.python_version,
+    ):
+        digest.update(part.encode() + b"\0")
+    for path in sorted(seeding.SHIM_DIR.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _build_and_verify(
+    bundle: Bundle,
+    engine: Engine,
+    manifest: Manifest,
+    dockerfile: str,
+    lock_text: str,
+    tag: str,
+    log: Log,
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="reprobox-context-") as tmp:
+        context = Path(tmp) / "context"
+        _assemble(context, bundle, manifest, dockerfile, lock_text, log)
+        tar_path = Path(tmp) / "context.tar"
+        write_context_tar(context, tar_path)
+        log(f"building {tag} from a {tar_path.stat().st_size / 1e6:.1f} MB context")
+        labels = {"reprobox.run-id": bundle.run_id, "reprobox.tag": tag}
+        image_id = engine.build(tar_path, labels, log)
+    verify_packages(engine, image_id, lock_text)
+    engine.tag(image_id, tag)
+    log(f"built {tag}")
+
+
+def _assemble(
+    context: Path, bundle: Bundle, manifest: Manifest, dockerfile: str, lock_text: str, log: Log
+) -> None:
+    """Lay out the build context from an allowlist: never the raw project folder."""
+    context.mkdir()
+    (context / "Dockerfile").write_text(dockerfile)
+    (context / "requirements.lock").write_text(lock_text)
+    shutil.copy2(bundle.manifest_path, context / "manifest.yaml")
+    (context / "shim").mkdir()
+    for path in seeding.SHIM_DIR.glob("*.py"):
+        shutil.copy2(path, context / "shim" / path.name)
+    if bundle.source_dir.is_dir():
+        shutil.copytree(bundle.source_dir, context / "source")
+    else:
+        (context / "source").mkdir()
+    _link_wheels(context / "wheels", manifest, lock_text, log)
+
+
+def _link_wheels(folder: Path, manifest: Manifest, lock_text: str, log: Log) -> None:
+    folder.mkdir()
+    wanted = {pin.hashes[0] for pin in lock.loads(lock_text).values() if pin.hashes}
+    cache = wheelhouse.default_cache()
+    found = {w.sha256: w.path for w in _cached_wheels(manifest, cache, lock_text, log)}
+    for digest in sorted(wanted):
+        source = found[digest]
+        try:
+            os.link(source, folder / source.name)
+        except OSError:  # another filesystem: copy instead
+            shutil.copy2(source, folder / source.name)
+
+
+def _cached_wheels(
+    manifest: Manifest, cache: Path, lock_text: str, log: Log
+) -> list[wheelhouse.Wheel]:
+    pins = lock.loads(lock_text)
+    wheels = wheelhouse.fetch(lock.locked_packages(manifest), _target(manifest), cache, log)
+    for name, wheel in wheels.items():
+        if wheel.sha256 not in pins[name].hashes:
+            raise BuildVerificationError(
+                f"{wheel.path.name}: sha256 {wheel.sha256[:16]}… is not the one in "
+                "requirements.lock",
+                hint="the wheel changed since the lock was written; "
+                "delete requirements.lock from the bundle to re-pin deliberately",
+            )
+    return list(wheels.values())
+
+
+def verify_packages(engine: Engine, image: str, lock_text: str) -> None:
+    """Check the distributions installed in `image` against the lock."""
+    installed = _installed(engine, image)
+    pins = {name: pin.version for name, pin in lock.loads(lock_text).items()}
+    wrong = [
+        f"{n} {installed.get(n, 'missing')} (locked {v})"
+        for n, v in sorted(pins.items())
+        if installed.get(n) != v and n not in _BOOTSTRAP
+    ]
+    extra = sorted(set(installed) - set(pins) - _BOOTSTRAP)
+    if wrong or extra:
+        problems = wrong + [f"{n} {installed[n]} (not in the lock)" for n in extra]
+        raise BuildVerificationError(
+            f"image {image[:19]} does not match requirements.lock: {'; '.join(problems[:5])}",
+            hint="the base image may carry its own packages; try another --base-image",
+        )
+
+
+def _installed(engine: Engine, image: str) -> Mapping[str, str]:
+    chunks: list[bytes] = []
+    spec = ContainerSpec(
+        image=image,
+        argv=("python", "-I", "-c", _LIST_PACKAGES),
+        env={},
+        workdir="/tmp",
+        timeout_s=120,
+    )
+    result = engine.run(spec, chunks.append)
+    text = b"".join(chunks).decode(errors="replace").strip().splitlines()
+    if result.exit_code != 0 or not text:
+        raise BuildVerificationError(
+            f"could not list the packages in image {image[:19]}", hint="\n".join(text[-3:]) or None
+        )
+    return {wheelhouse.normalise(n): v for n, v in json.loads(text[-1])}
+
+
+def write_context_tar(context: Path, tar_path: Path) -> None:
+    """Tar `context` deterministically: sorted names, zero times and owners, fixed modes."""
+    with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(context.rglob("*")):
+            info = tar.gettarinfo(str(path), arcname=path.relative_to(context).as_posix())
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            executable = path.is_dir() or os.access(path, os.X_OK)
+            info.mode = 0o755 if executable else 0o644
+            if path.is_file():
+                with path.open("rb") as handle:
+                    tar.addfile(info, handle)
+            else:
+                tar.addfile(info)

@@ -1,0 +1,266 @@
+"""The `reprobox` command: thin verbs over the library, one place that maps errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from reprobox import __version__, baseimage, bundle, report
+from reprobox.build import build
+from reprobox.capture import CaptureOptions, capture
+from reprobox.engine import DockerEngine
+from reprobox.errors import ReproboxError
+from reprobox.replay import DEFAULT_TIMEOUT_S, compare_replay, read_result, replay
+
+EXIT_NOT_REPRODUCED = 3
+Handler = Callable[[argparse.Namespace, Console], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `reprobox` command; returns the exit code."""
+    args = _parser().parse_args(argv)
+    err = Console(stderr=True, highlight=False)
+    try:
+        return int(args.handler(args, err))
+    except ReproboxError as exc:
+        _print_error(err, exc, args.debug)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("[bold red]interrupted[/]: nothing half-written was left behind")
+        return 130
+
+
+def _print_error(err: Console, exc: ReproboxError, debug: bool) -> None:
+    if debug:
+        err.print_exception()
+    err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+    if exc.hint:
+        err.print(f"[dim]hint:[/] {exc.hint}", soft_wrap=True)
+    log_tail = getattr(exc, "log_tail", "")
+    if log_tail:
+        err.print(f"[dim]last lines of the build log:[/]\n{log_tail}", markup=False)
+
+
+# --- handlers ---------------------------------------------------------------------------------
+
+
+def _capture(args: argparse.Namespace, err: Console) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    options = CaptureOptions(
+        argv=tuple(command),
+        seed=args.seed,
+        threads=args.threads,
+        deterministic=not args.no_deterministic,
+        inputs=tuple(args.input),
+        outputs=tuple(args.output),
+        env_names=tuple(args.env),
+        rtol=args.rtol,
+        atol=args.atol,
+    )
+    captured = capture(options)
+    manifest = captured.manifest()
+    err.print(
+        f"captured {captured.run_id}: {len(manifest.outputs)} outputs, "
+        f"{len(manifest.python.packages)} packages, seed {manifest.determinism.seed} "
+        f"-> {captured.path}"
+    )
+    if not manifest.succeeded:
+        err.print(
+            f"[bold red]error:[/] the command exited with {manifest.run.exit_code}; "
+            "the run is recorded as failed"
+        )
+        return 1
+    return 0
+
+
+def _base(args: argparse.Namespace, err: Console) -> int:
+    with err.status("making a base image with debootstrap") as status:
+        made = baseimage.make(
+            DockerEngine(),
+            args.python,
+            args.suite,
+            args.mirror,
+            lambda line: status.update(line[:90]),
+        )
+    err.print(f"base image {made.ref} (Python {made.python_version}) is ready")
+    return 0
+
+
+def _build(args: argparse.Namespace, err: Console) -> int:
+    built = _do_build(args, err)
+    print(built.tag)
+    return 0
+
+
+def _do_build(args: argparse.Namespace, err: Console):  # type: ignore[no-untyped-def]
+    target = bundle.find(args.bundle)
+    with err.status("building") as status:
+
+        def log(line: str) -> None:
+            if line.strip():
+                status.update(line.strip()[:90])
+                if args.verbose or not line.startswith(" "):
+                    err.print(f"[dim]{line.rstrip()}[/]", markup=True, highlight=False)
+
+        return build(target, DockerEngine(), log, base_image=args.base_image)
+
+
+def _replay(args: argparse.Namespace, err: Console) -> int:
+    target = bundle.find(args.bundle)
+    folder = replay(target, DockerEngine(), _stdout_writer(), args.timeout)
+    result = read_result(folder)
+    err.print(
+        f"replay {result.replay_id}: exit code {result.exit_code}"
+        f"{' (timed out)' if result.timed_out else ''} -> {folder}"
+    )
+    return 0 if result.exit_code == 0 and not result.timed_out else 1
+
+
+def _compare(args: argparse.Namespace, err: Console) -> int:
+    target = bundle.find(args.bundle)
+    replay_dir = Path(args.replay) if args.replay else None
+    _, comparison = compare_replay(target, replay_dir)
+    if args.json:
+        print(report.comparison_json(comparison))
+    else:
+        Console().print(report.comparison_table(comparison))
+    return 0 if comparison.reproduced else EXIT_NOT_REPRODUCED
+
+
+def _run(args: argparse.Namespace, err: Console) -> int:
+    _do_build(args, err)
+    _replay(args, err)
+    args.replay = None
+    return _compare(args, err)
+
+
+def _show(args: argparse.Namespace, err: Console) -> int:
+    manifest = bundle.find(args.bundle).manifest()
+    if args.json:
+        print(json.dumps(manifest.to_dict(), indent=2))
+    else:
+        Console().print(report.manifest_summary(manifest))
+    return 0
+
+
+def _stdout_writer() -> Callable[[bytes], None]:
+    def write(chunk: bytes) -> None:
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+
+    return write
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reprobox",
+        description="Capture, rebuild, replay and compare ML runs.",
+        epilog="exit codes: 0 done/reproduced, 1 error, 2 usage, 3 not reproduced",
+    )
+    parser.add_argument("--version", action="version", version=f"reprobox {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.set_defaults(debug=False)
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+    _add_capture(verbs)
+    _add_base(verbs)
+    for name, handler, helptext in (
+        ("build", _build, "build (or reuse) the pinned image of a bundle"),
+        ("replay", _replay, "replay the run in its image"),
+        ("compare", _compare, "compare the newest replay with the original"),
+        ("run", _run, "build + replay + compare"),
+        ("show", _show, "show what a bundle recorded"),
+    ):
+        _add_bundle_verb(verbs, name, handler, helptext)
+    return parser
+
+
+def _common(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
+
+
+def _add_capture(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    sub = verbs.add_parser(
+        "capture",
+        help="run a command and record it and its environment",
+        usage="reprobox capture [options] -- CMD [ARGS...]",
+    )
+    sub.add_argument("--seed", type=int, help="seed to inject (default: a fresh random one)")
+    sub.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads (default 1)")
+    sub.add_argument(
+        "--no-deterministic",
+        action="store_true",
+        help="do not force torch deterministic algorithms",
+    )
+    sub.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a file the run reads (hashed, mounted read-only on replay)",
+    )
+    sub.add_argument(
+        "--output",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a file the run writes (default: every file it creates or changes)",
+    )
+    sub.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also record this environment variable (redacted if secret)",
+    )
+    sub.add_argument("--rtol", type=float, default=1e-7, help="relative tolerance for outputs")
+    sub.add_argument("--atol", type=float, default=0.0, help="absolute tolerance for outputs")
+    sub.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    _common(sub)
+    sub.set_defaults(handler=_capture)
+
+
+def _add_base(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    sub = verbs.add_parser("base", help="make a Debian-based Python image locally (no registry)")
+    sub.add_argument("--python", help="Python X.Y (default: this interpreter's)")
+    sub.add_argument("--suite", help="Debian suite (default: the one that ships that Python)")
+    sub.add_argument("--mirror", help="Debian mirror URL (default: from the apt sources)")
+    _common(sub)
+    sub.set_defaults(handler=_base)
+
+
+def _add_bundle_verb(
+    verbs: argparse._SubParsersAction,
+    name: str,  # type: ignore[type-arg]
+    handler: Handler,
+    helptext: str,
+) -> None:
+    sub = verbs.add_parser(name, help=helptext)
+    sub.add_argument("bundle", nargs="?", help="bundle folder or run id (default: the newest)")
+    if name in ("build", "run"):
+        sub.add_argument("--base-image", help="build on this local image")
+        sub.add_argument("-v", "--verbose", action="store_true", help="show the whole build log")
+    if name in ("replay", "run"):
+        sub.add_argument(
+            "--timeout",
+            type=float,
+            default=DEFAULT_TIMEOUT_S,
+            help="stop the replay after this many seconds",
+        )
+    if name in ("compare", "run", "show"):
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+    if name == "compare":
+        sub.add_argument("--replay", help="the replay folder to compare (default: the newest)")
+    _common(sub)
+    sub.set_defaults(handler=handler)

@@ -1,0 +1,506 @@
+"""The only module that talks to Docker: images, builds and hardened containers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shutil
+import tarfile
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
+
+import docker  # type: ignore[import-untyped]
+import docker.errors  # type: ignore[import-untyped]
+import docker.types  # type: ignore[import-untyped]
+import docker.utils  # type: ignore[import-untyped]
+import requests.exceptions
+
+from reprobox.errors import BaseImageError, BuildFailed, EngineError, ReproboxError
+
+LOG_TAIL_LINES = 40
+_DEFAULT_HOST = "unix:///var/run/docker.sock"
+_CONTAINER_LABEL = "reprobox.container"
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """A host path bound into the container."""
+
+    source: str
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSpec:
+    """Everything needed to start one hardened container."""
+
+    image: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    workdir: str
+    user: str = "1000:1000"
+    mounts: tuple[Mount, ...] = ()
+    # An anonymous volume at this path, initialised by Docker from the image's content there.
+    writable_dir: str | None = None
+    network: bool = False
+    read_only_root: bool = True
+    pids_limit: int = 1024
+    memory: str | None = None
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerResult:
+    """How a container ended and which of the requested paths were copied out."""
+
+    exit_code: int
+    timed_out: bool
+    fetched: tuple[str, ...] = field(default=())
+
+
+class Engine(Protocol):
+    """What reprobox needs from a container engine."""
+
+    def ping(self) -> None: ...
+    def has_image(self, ref: str) -> bool: ...
+    def image_labels(self, ref: str) -> dict[str, str]: ...
+    def image_env(self, ref: str) -> dict[str, str]: ...
+    def pull(self, ref: str, timeout_s: float = 20) -> None: ...
+    def import_rootfs(self, tar_path: Path, ref: str, changes: Sequence[str] = ()) -> str: ...
+    def build(
+        self, context_tar: Path, labels: Mapping[str, str], on_log: Callable[[str], None]
+    ) -> str: ...
+    def tag(self, image_id: str, ref: str) -> None: ...
+    def remove_image(self, ref: str) -> None: ...
+    def run(
+        self,
+        spec: ContainerSpec,
+        on_output: Callable[[bytes], None],
+        fetch: Sequence[str] = (),
+        fetch_into: Path | None = None,
+    ) -> ContainerResult: ...
+
+
+# ---------------------------------------------------------------------------- error translation
+
+
+def _docker_host() -> str:
+    return os.environ.get("DOCKER_HOST") or _DEFAULT_HOST
+
+
+def _first_line(text: object, limit: int = 300) -> str:
+    lines = str(text).strip().splitlines()
+    line = lines[0].strip() if lines else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _unreachable() -> EngineError:
+    host = _docker_host()
+    return EngineError(
+        f"cannot reach the Docker daemon at {host}",
+        hint=f"is the Docker daemon running? (DOCKER_HOST={host}); "
+        "are you allowed to use it (docker group)?",
+    )
+
+
+def _api_error(action: str, exc: docker.errors.APIError) -> EngineError:
+    reason = _first_line(exc.explanation or exc)
+    if "no space left on device" in reason:
+        hint = "the disk under Docker's data root is full: `docker system df`, " \
+            "`docker builder prune`"
+    elif exc.status_code == 404:
+        hint = "check the name (`docker images`, `docker ps -a`)"
+    elif exc.status_code == 409:
+        hint = "a leftover container or image is in the way (`docker ps -a`, `docker images`)"
+    else:
+        hint = "see the Docker daemon's log for details"
+    return EngineError(f"Docker could not {action}: {reason}", hint=hint)
+
+
+def _looks_unreachable(exc: docker.errors.DockerException) -> bool:
+    text = str(exc)
+    return "Error while fetching server API version" in text or "Connection" in text
+
+
+@contextlib.contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """Turn any docker/requests failure inside the block into one EngineError."""
+    try:
+        yield
+    except ReproboxError:
+        raise
+    except requests.exceptions.ConnectionError as exc:
+        raise _unreachable() from exc
+    except requests.exceptions.Timeout as exc:
+        raise EngineError(
+            f"Docker did not answer in time while trying to {action}",
+            hint=f"is the Docker daemon at {_docker_host()} overloaded or stuck?",
+        ) from exc
+    except docker.errors.APIError as exc:
+        raise _api_error(action, exc) from exc
+    except docker.errors.DockerException as exc:
+        if _looks_unreachable(exc):
+            raise _unreachable() from exc
+        raise EngineError(f"Docker could not {action}: {_first_line(exc)}",
+                          hint="see the Docker daemon's log for details") from exc
+
+
+def _split_ref(ref: str) -> tuple[str, str | None]:
+    repo, tag = docker.utils.parse_repository_tag(ref)
+    return repo, tag
+
+
+# ---------------------------------------------------------------------------- the engine
+
+
+class DockerEngine:
+    """Engine backed by the Docker daemon (docker-py)."""
+
+    def __init__(self, client: Any = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        """The docker client, created on first use so that importing reprobox never fails."""
+        if self._client is None:
+            with _translated("connect"):
+                self._client = docker.from_env()
+        return self._client
+
+    def ping(self) -> None:
+        """Raise EngineError unless the daemon answers."""
+        with _translated("answer a ping"):
+            self.client.ping()
+
+    def has_image(self, ref: str) -> bool:
+        """Whether `ref` (a name or an id) is present locally."""
+        with _translated(f"look up image {ref}"):
+            try:
+                self.client.images.get(ref)
+            except docker.errors.ImageNotFound:
+                return False
+        return True
+
+    def _image_config(self, ref: str) -> dict[str, Any]:
+        with _translated(f"inspect image {ref}"):
+            try:
+                attrs = self.client.images.get(ref).attrs
+            except docker.errors.ImageNotFound as exc:
+                raise EngineError(f"image {ref} is not present locally",
+                                  hint="`docker images` lists what is there") from exc
+        return dict(attrs.get("Config") or {})
+
+    def image_labels(self, ref: str) -> dict[str, str]:
+        """The labels of a local image."""
+        return dict(self._image_config(ref).get("Labels") or {})
+
+    def image_env(self, ref: str) -> dict[str, str]:
+        """The ENV of a local image, as a mapping."""
+        pairs = (item.partition("=") for item in self._image_config(ref).get("Env") or [])
+        return {name: value for name, _, value in pairs}
+
+    def pull(self, ref: str, timeout_s: float = 20) -> None:
+        """Pull `ref`; BaseImageError when no registry answers within `timeout_s` or it is unknown.
+
+        `timeout_s` bounds each silence of the daemon (no progress), not the whole pull: the
+        daemon streams progress all along a real download, and answers a dead registry at once.
+        """
+        repo, tag = _split_ref(ref)
+        with _translated(f"pull {ref}"):
+            self.client  # noqa: B018 - connect (and report an unreachable daemon) first
+        try:
+            for chunk in _with_idle_timeout(lambda: self._pull_stream(repo, tag), timeout_s):
+                if isinstance(chunk, dict) and chunk.get("error"):
+                    raise _pull_failed(ref, chunk["error"])
+        except requests.exceptions.ConnectionError as exc:
+            raise _unreachable() from exc
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            reason = exc.explanation if isinstance(exc, docker.errors.APIError) else exc
+            raise _pull_failed(ref, reason or exc) from exc
+        except TimeoutError as exc:
+            raise _pull_failed(ref, f"no answer within {timeout_s:g} s") from exc
+
+    def _pull_stream(self, repo: str, tag: str | None) -> Iterator[Any]:
+        return iter(self.client.api.pull(repo, tag=tag or "latest", stream=True, decode=True))
+
+    def import_rootfs(self, tar_path: Path, ref: str, changes: Sequence[str] = ()) -> str:
+        """`docker import` a root filesystem tarball; returns the image id ("" ref: untagged)."""
+        repo, tag = _split_ref(ref) if ref else (None, None)
+        with _translated(f"import {tar_path.name}"):
+            answer = self.client.api.import_image(
+                src=str(tar_path), repository=repo, tag=tag, changes=list(changes) or None
+            )
+        return _imported_id(str(answer), tar_path)
+
+    def build(
+        self, context_tar: Path, labels: Mapping[str, str], on_log: Callable[[str], None]
+    ) -> str:
+        """Build the tarred context with no network; returns the UNTAGGED image id."""
+        tail: list[str] = []
+        image_id = ""
+        with _translated("build the image"), context_tar.open("rb") as context:
+            stream = self.client.api.build(
+                fileobj=context, custom_context=True, labels=dict(labels),
+                network_mode="none", rm=True, forcerm=True, decode=True,
+            )
+            for chunk in stream:
+                image_id = _take_build_chunk(chunk, tail, on_log) or image_id
+        if not image_id:
+            raise BuildFailed("the image build ended without an image id",
+                              log_tail="\n".join(tail), hint="see the build log above")
+        return image_id
+
+    def tag(self, image_id: str, ref: str) -> None:
+        """Give `image_id` the name `ref`."""
+        repo, tag = _split_ref(ref)
+        with _translated(f"tag {image_id[:19]} as {ref}"):
+            self.client.api.tag(image_id, repo, tag=tag or "latest", force=True)
+
+    def remove_image(self, ref: str) -> None:
+        """Remove a local image name; nothing happens if it is already gone."""
+        with _translated(f"remove image {ref}"), contextlib.suppress(docker.errors.ImageNotFound):
+            self.client.images.remove(ref)
+
+    def run(
+        self,
+        spec: ContainerSpec,
+        on_output: Callable[[bytes], None],
+        fetch: Sequence[str] = (),
+        fetch_into: Path | None = None,
+    ) -> ContainerResult:
+        """Run `spec` hardened, stream its output, copy `fetch` out; always remove the container."""
+        with _translated(f"run a container from {spec.image}"):
+            container = self.client.containers.create(**_create_kwargs(spec))
+        volumes: list[str] = []
+        try:
+            with _translated(f"run a container from {spec.image}"):
+                volumes = _anonymous_volumes(container)
+                exit_code, timed_out = _start_and_wait(container, spec.timeout_s, on_output)
+                fetched = _fetch_all(container, spec.workdir, fetch, fetch_into)
+            return ContainerResult(exit_code=exit_code, timed_out=timed_out, fetched=fetched)
+        finally:
+            self._discard(container, volumes)
+
+    def _discard(self, container: Any, volumes: list[str]) -> None:
+        # Runs on every exit path, Ctrl-C included; a failure here must not hide the real one.
+        with contextlib.suppress(docker.errors.DockerException, requests.RequestException):
+            container.remove(v=True, force=True)
+        for name in volumes:
+            with contextlib.suppress(docker.errors.DockerException, requests.RequestException):
+                self.client.volumes.get(name).remove(force=True)
+
+
+# ---------------------------------------------------------------------------- pull helpers
+
+
+def _pull_failed(ref: str, reason: object) -> BaseImageError:
+    return BaseImageError(
+        f"could not pull {ref}: {_first_line(reason)}",
+        hint="no registry answers? `reprobox base --python X.Y` builds a local base image, "
+        "or pass --base-image IMAGE",
+    )
+
+
+def _with_idle_timeout(start: Callable[[], Iterator[Any]], idle_s: float) -> Iterator[Any]:
+    """Yield from an iterator run in a thread; TimeoutError after `idle_s` with nothing new."""
+    items: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    def pump() -> None:
+        try:
+            for item in start():
+                items.put(("item", item))
+            items.put(("end", None))
+        except BaseException as exc:  # handed to the caller's thread
+            items.put(("raise", exc))
+
+    threading.Thread(target=pump, name="reprobox-pull", daemon=True).start()
+    while True:
+        try:
+            kind, value = items.get(timeout=idle_s)
+        except queue.Empty as exc:
+            raise TimeoutError(f"no answer within {idle_s} s") from exc
+        if kind == "end":
+            return
+        if kind == "raise":
+            raise value
+        yield value
+
+
+# ---------------------------------------------------------------------------- import and build
+
+
+def _imported_id(answer: str, tar_path: Path) -> str:
+    image_id = ""
+    for line in answer.splitlines():
+        with contextlib.suppress(ValueError):
+            message = json.loads(line)
+            if message.get("error"):
+                raise EngineError(f"Docker could not import {tar_path}: "
+                                  f"{_first_line(message['error'])}",
+                                  hint="is it a tar of a root filesystem?")
+            status = str(message.get("status", ""))
+            image_id = status if status.startswith("sha256:") else image_id
+    if not image_id:
+        raise EngineError(f"Docker imported {tar_path} but reported no image id",
+                          hint="see the Docker daemon's log for details")
+    return image_id
+
+
+def _take_build_chunk(chunk: Any, tail: list[str], on_log: Callable[[str], None]) -> str:
+    """Log one build message, keep the tail, raise on an error; returns an image id if any."""
+    if not isinstance(chunk, dict):
+        return ""
+    for line in str(chunk.get("stream", "")).splitlines():
+        if not line.strip():
+            continue
+        tail.append(line)
+        del tail[:-LOG_TAIL_LINES]
+        on_log(line)
+    if chunk.get("error"):
+        error = str(chunk["error"]).strip()
+        tail.append(error)
+        on_log(error)
+        raise BuildFailed(f"the image build failed: {_first_line(error)}",
+                          log_tail="\n".join(tail[-LOG_TAIL_LINES:]),
+                          hint="see the build log above (its last lines are kept)")
+    aux = chunk.get("aux")
+    return str(aux.get("ID", "")) if isinstance(aux, dict) else ""
+
+
+# ---------------------------------------------------------------------------- containers
+
+
+def _create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
+    env = dict(spec.env)
+    env.setdefault("HOME", "/tmp")
+    mounts = [docker.types.Mount(m.target, m.source, type="bind", read_only=m.read_only)
+              for m in spec.mounts]
+    if spec.writable_dir:
+        # A volume with no source is anonymous; Docker fills it from the image at first mount.
+        mounts.append(docker.types.Mount(spec.writable_dir, None, type="volume"))
+    kwargs: dict[str, Any] = {
+        "image": spec.image, "command": list(spec.argv), "environment": env,
+        "working_dir": spec.workdir, "user": spec.user, "mounts": mounts,
+        "network_mode": "bridge" if spec.network else "none",
+        "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"],
+        "read_only": spec.read_only_root, "tmpfs": {"/tmp": "rw,nosuid,nodev"},
+        "pids_limit": spec.pids_limit, "init": True, "labels": {_CONTAINER_LABEL: "1"},
+        "stdin_open": False, "tty": False,
+    }
+    if spec.memory:
+        kwargs.update(mem_limit=spec.memory, memswap_limit=spec.memory)
+    return kwargs
+
+
+def _anonymous_volumes(container: Any) -> list[str]:
+    container.reload()
+    return [str(m["Name"]) for m in container.attrs.get("Mounts") or []
+            if m.get("Type") == "volume" and m.get("Name")]
+
+
+def _start_and_wait(
+    container: Any, timeout_s: float | None, on_output: Callable[[bytes], None]
+) -> tuple[int, bool]:
+    """Start, stream output in this thread, kill on timeout; returns (exit code, timed out)."""
+    killed = threading.Event()
+
+    def kill_on_timeout() -> None:
+        with contextlib.suppress(docker.errors.APIError):
+            container.kill()
+            killed.set()
+
+    timer = threading.Timer(timeout_s, kill_on_timeout) if timeout_s else None
+    container.start()
+    if timer:
+        timer.daemon = True
+        timer.start()
+    output = container.logs(stream=True, follow=True, stdout=True, stderr=True)
+    try:
+        for chunk in output:
+            on_output(chunk)
+        status = container.wait()
+    finally:
+        output.close()
+        if timer:
+            timer.cancel()
+    return int(status.get("StatusCode", -1)), killed.is_set()
+
+
+# ---------------------------------------------------------------------------- fetching outputs
+
+
+def _fetch_all(
+    container: Any, workdir: str, paths: Sequence[str], into: Path | None
+) -> tuple[str, ...]:
+    if not paths:
+        return ()
+    if into is None:
+        raise EngineError("asked to fetch files from a container without a folder to put them",
+                          hint="pass fetch_into")
+    fetched = []
+    for path in paths:
+        if _fetch_one(container, workdir, path, into):
+            fetched.append(path)
+    return tuple(fetched)
+
+
+def _fetch_one(container: Any, workdir: str, path: str, into: Path) -> bool:
+    """Copy one container path into `into`; False when it does not exist."""
+    source = PurePosixPath(path)
+    if not source.is_absolute():
+        raise EngineError(f"cannot fetch {path}: container paths must be absolute",
+                          hint="name outputs by their absolute path in the container")
+    try:
+        chunks, _stat = container.get_archive(path)
+    except docker.errors.NotFound:
+        return False
+    with tempfile.TemporaryFile(prefix="reprobox-fetch-") as spool:
+        for chunk in chunks:
+            spool.write(chunk)
+        spool.seek(0)
+        with tarfile.open(fileobj=spool, mode="r:") as archive:
+            _extract_safely(archive, source.parent, _anchor(source, workdir), into)
+    return True
+
+
+def _anchor(source: PurePosixPath, workdir: str) -> PurePosixPath:
+    """Paths under the workdir keep their layout relative to it; others relative to /."""
+    root = PurePosixPath(workdir)
+    return root if source == root or root in source.parents else PurePosixPath("/")
+
+
+def _extract_safely(
+    archive: tarfile.TarFile, parent: PurePosixPath, anchor: PurePosixPath, into: Path
+) -> None:
+    """Write regular files and folders only; links, devices and escaping names are skipped."""
+    into.mkdir(parents=True, exist_ok=True)
+    root = into.resolve()
+    for member in archive:
+        name = PurePosixPath(member.name)
+        if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()):
+            continue
+        relative = (parent / name).relative_to(anchor)
+        target = (root / relative).resolve()
+        if target != root and root not in target.parents:
+            continue
+        if member.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        _write_member(archive, member, target)
+
+
+def _write_member(archive: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:
+    source = archive.extractfile(member)
+    if source is None:
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with source, target.open("wb") as sink:
+        shutil.copyfileobj(source, sink)
+    target.chmod((member.mode & 0o755) | 0o600)

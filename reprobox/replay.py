@@ -1,0 +1,224 @@
+"""Replay a bundle's command in its image, hardened and seeded, and collect what it wrote.
+
+Each replay lands in `replays/<replay-id>/` (outputs, logs, replay.json, comparison.json),
+staged and renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath
+
+from reprobox import render, seeding
+from reprobox.build import BuiltImage, read_built
+from reprobox.bundle import Bundle
+from reprobox.compare import Comparison, compare
+from reprobox.engine import ContainerSpec, Engine, Mount
+from reprobox.errors import BundleError, ReplayError
+from reprobox.fileio import atomic_write, sha256_file, staged_dir
+from reprobox.manifest import Manifest
+
+STATE_DIR = ".reprobox-state"
+DEFAULT_TIMEOUT_S = 6 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    """How a replay went; stored as `replay.json` in its folder."""
+
+    replay_id: str
+    image: str
+    exit_code: int
+    timed_out: bool
+    duration_s: float
+    started: str
+    state: dict[str, str | int | float | bool | None]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+def replay(
+    bundle: Bundle,
+    engine: Engine,
+    on_output: Callable[[bytes], None],
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> Path:
+    """Run the recorded command in the bundle's image; returns the replay's folder."""
+    manifest = bundle.manifest()
+    built = read_built(bundle)
+    engine.ping()
+    if not engine.has_image(built.tag):
+        raise ReplayError(
+            f"image {built.tag} is not present",
+            hint="run `reprobox build` to rebuild it from the bundle",
+        )
+    spec = container_spec(manifest, built, _input_mounts(bundle, manifest), timeout_s)
+    fetch = [f"{render.PROJECT_DIR}/{o.path}" for o in manifest.outputs]
+    fetch.append(f"{render.PROJECT_DIR}/{STATE_DIR}")
+    final = bundle.replays_dir / _replay_id()
+    with staged_dir(final) as staging:
+        result = _run(engine, spec, fetch, staging, on_output, final.name, built.tag)
+        atomic_write(staging / "replay.json", result.to_json())
+    return final
+
+
+def container_spec(
+    manifest: Manifest, built: BuiltImage, mounts: tuple[Mount, ...], timeout_s: float
+) -> ContainerSpec:
+    """The hardened container that replays `manifest`'s command."""
+    state_dir = f"{render.PROJECT_DIR}/{STATE_DIR}"
+    env = seeding.process_env(manifest.determinism, render.SHIM_DIR, state_dir, manifest.run.env)
+    env["HOME"] = "/tmp"
+    env["PATH"] = f"{render.ENV_DIR}/bin:/usr/local/bin:/usr/bin:/bin"
+    return ContainerSpec(
+        image=built.tag,
+        argv=render.container_argv(manifest.run.argv, manifest.python.executable),
+        env=env,
+        workdir=render.container_workdir(manifest),
+        mounts=mounts,
+        writable_dir=render.PROJECT_DIR,
+        timeout_s=timeout_s,
+    )
+
+
+def project_root(bundle: Bundle) -> Path:
+    """The project a bundle was captured in: the folder above `.reprobox/runs/`."""
+    runs = bundle.path.parent
+    if runs.name != "runs" or runs.parent.name != ".reprobox":
+        raise BundleError(
+            f"{bundle.path}: not inside a project's .reprobox/runs/",
+            hint="replay bundles where they were captured",
+        )
+    return runs.parent.parent
+
+
+def _input_mounts(bundle: Bundle, manifest: Manifest) -> tuple[Mount, ...]:
+    """Declared inputs, checked against their recorded digests, mounted read-only."""
+    if not manifest.inputs:
+        return ()
+    project = project_root(bundle)
+    mounts = []
+    for record in manifest.inputs:
+        path = project / record.path
+        if not path.is_file():
+            raise ReplayError(f"input {path} is missing", hint="restore it where it was captured")
+        if sha256_file(path) != record.sha256:
+            raise ReplayError(
+                f"input {path} changed since capture (sha256 differs)",
+                hint="restore the original file; a replay on other data proves nothing",
+            )
+        mounts.append(Mount(str(path), f"{render.PROJECT_DIR}/{record.path}", read_only=True))
+    return tuple(mounts)
+
+
+def _replay_id() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
+
+
+def _run(
+    engine: Engine,
+    spec: ContainerSpec,
+    fetch: list[str],
+    staging: Path,
+    on_output: Callable[[bytes], None],
+    replay_id: str,
+    image: str,
+) -> ReplayResult:
+    (staging / "logs").mkdir()
+    fetched = staging / "fetched"
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    clock = time.monotonic()
+    with (staging / "logs" / "output.log").open("wb") as log:
+
+        def tee(chunk: bytes) -> None:
+            on_output(chunk)
+            log.write(chunk)
+
+        outcome = engine.run(spec, tee, fetch=fetch, fetch_into=fetched)
+    duration = round(time.monotonic() - clock, 3)
+    state = seeding.read_state(_local(fetched, spec.workdir, fetch[-1]))
+    _collect_outputs(fetched, spec.workdir, fetch[:-1], staging / "outputs")
+    shutil.rmtree(fetched, ignore_errors=True)
+    return ReplayResult(
+        replay_id, image, outcome.exit_code, outcome.timed_out, duration, started, state
+    )
+
+
+def _local(root: Path, workdir: str, container_path: str) -> Path:
+    """Where the engine put a fetched path: relative to the workdir when under it, else to /."""
+    path = PurePosixPath(container_path)
+    base = PurePosixPath(workdir) if path.is_relative_to(workdir) else PurePosixPath("/")
+    return root / path.relative_to(base)
+
+
+def _collect_outputs(fetched: Path, workdir: str, paths: list[str], outputs: Path) -> None:
+    for container_path in paths:
+        local = _local(fetched, workdir, container_path)
+        if local.is_file():
+            target = outputs / Path(container_path).relative_to(render.PROJECT_DIR)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(local), target)
+
+
+def read_result(replay_dir: Path) -> ReplayResult:
+    """The record of a finished replay."""
+    try:
+        return ReplayResult(**json.loads((replay_dir / "replay.json").read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise BundleError(
+            f"{replay_dir}: not a complete replay ({exc})", hint="run `reprobox replay` again"
+        ) from None
+
+
+def compare_replay(bundle: Bundle, replay_dir: Path | None = None) -> tuple[Path, Comparison]:
+    """Compare a replay (default: the newest) with the original; writes comparison.json."""
+    manifest = bundle.manifest()
+    replays = bundle.replays()
+    if replay_dir is None:
+        if not replays:
+            raise BundleError(f"{bundle.path}: no replays yet", hint="run `reprobox replay` first")
+        replay_dir = replays[-1]
+    result = read_result(replay_dir)
+    comparison = compare(
+        bundle.outputs_dir,
+        replay_dir / "outputs",
+        manifest.outputs,
+        _notes(manifest, bundle, result),
+    )
+    atomic_write(
+        replay_dir / "comparison.json",
+        json.dumps(comparison.to_dict(), indent=2, sort_keys=True) + "\n",
+    )
+    return replay_dir, comparison
+
+
+def _notes(manifest: Manifest, bundle: Bundle, result: ReplayResult) -> list[str]:
+    notes = []
+    if result.timed_out:
+        notes.append("the replay timed out and was stopped")
+    if result.exit_code != manifest.run.exit_code:
+        notes.append(
+            f"exit code differs: original {manifest.run.exit_code}, replay {result.exit_code}"
+        )
+    python_note = _python_note(bundle)
+    if python_note:
+        notes.append(python_note)
+    for key in ("numpy.version", "torch.version"):
+        original, replayed = manifest.determinism.state.get(key), result.state.get(key)
+        if original != replayed:
+            notes.append(f"{key} differs: original {original}, replay {replayed}")
+    return notes
+
+
+def _python_note(bundle: Bundle) -> str | None:
+    try:
+        return read_built(bundle).python_note
+    except BundleError:
+        return None

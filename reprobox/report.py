@@ -1,0 +1,239 @@
+"""Render comparisons and manifests as rich renderables or JSON; the CLI does the printing."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Mapping, Sequence
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from reprobox.compare import Comparison, OutputComparison
+from reprobox.manifest import FileRecord, Git, Manifest, Output, Package, Python, System
+
+_VERDICT_STYLE = {
+    "identical": "bold green",
+    "equivalent": "green",
+    "within_tolerance": "yellow",
+    "different": "bold red",
+    "missing": "bold red",
+    "extra": "magenta",
+}
+_MAX_LISTED = 8  # files or packages shown per section before "… and N more"
+_LABEL_WIDTH = 14  # so the fields of the run, Python, system and git sections line up
+
+
+def comparison_table(comparison: Comparison) -> RenderableType:
+    """A table of every output's verdict, then the notes, then the overall verdict line."""
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    table.add_column("Output", overflow="fold", ratio=2)
+    table.add_column("Kind", no_wrap=True)
+    table.add_column("Verdict", no_wrap=True)
+    table.add_column("Detail", overflow="fold", ratio=5)
+    for output in comparison.outputs:
+        table.add_row(Text(output.path), Text(output.kind), _verdict_text(output.verdict),
+                      Text(output.detail))
+    parts: list[RenderableType] = [table] if comparison.outputs else []
+    parts += _bullets("Notes", comparison.notes)
+    parts.append(_overall_line(comparison))
+    return Group(*parts)
+
+
+def comparison_json(comparison: Comparison) -> str:
+    """The comparison as stable, indented JSON (what `compare --json` prints and replays store)."""
+    return json.dumps(comparison.to_dict(), sort_keys=True, indent=2)
+
+
+def manifest_summary(manifest: Manifest) -> RenderableType:
+    """What `reprobox show` prints: the run, its determinism, Python, system, git, files, notes."""
+    parts: list[RenderableType] = [
+        Text.assemble(("Run ", "bold"), (manifest.run.project, "bold cyan"),
+                      f"  (captured by {manifest.created_by}, schema {manifest.schema_version})"),
+        _fields(_run_rows(manifest), label_width=_LABEL_WIDTH),
+        *_section("Python", _python_rows(manifest.python)),
+        *_section("System", _system_rows(manifest.system)),
+    ]
+    if manifest.git is not None:
+        parts += _section("Git", _git_rows(manifest.git))
+    parts += _section(f"Inputs ({len(manifest.inputs)})", _file_rows(manifest.inputs))
+    parts += _section(f"Outputs ({len(manifest.outputs)})", _output_rows(manifest.outputs))
+    parts += _bullets("Notes", manifest.notes)
+    return Group(*parts)
+
+
+# --- comparison pieces --------------------------------------------------------------------------
+
+
+def _verdict_text(verdict: str) -> Text:
+    return Text(verdict.replace("_", " "), style=_VERDICT_STYLE.get(verdict, ""))
+
+
+def _overall_line(comparison: Comparison) -> Text:
+    headline = "REPRODUCED" if comparison.reproduced else "NOT REPRODUCED"
+    style = "bold green" if comparison.reproduced else "bold red"
+    return Text.assemble((headline, style), f" ({_overall_reason(comparison)})")
+
+
+def _overall_reason(comparison: Comparison) -> str:
+    compared = [o for o in comparison.outputs if o.verdict != "extra"]
+    extra = len(comparison.outputs) - len(compared)
+    label = comparison.verdict.replace("_", " ")
+    if not compared:
+        reason = "nothing to compare: no outputs were recorded"
+    elif comparison.verdict == "identical":
+        reason = label
+    else:
+        reason = f"{label}: {_count_at_verdict(compared, comparison.verdict)} of {len(compared)} "
+        reason += "output" if len(compared) == 1 else "outputs"
+        missing = sum(o.verdict == "missing" for o in compared)
+        reason += f", {missing} missing" if missing else ""
+    if extra:
+        reason += f"; {extra} extra file" + ("s" if extra > 1 else "")
+    return reason
+
+
+def _count_at_verdict(outputs: Sequence[OutputComparison], verdict: str) -> int:
+    return sum(("different" if o.verdict == "missing" else o.verdict) == verdict for o in outputs)
+
+
+# --- manifest pieces ----------------------------------------------------------------------------
+
+
+def _run_rows(manifest: Manifest) -> list[tuple[str, str]]:
+    run, determinism = manifest.run, manifest.determinism
+    ended = "succeeded" if manifest.succeeded else "FAILED"
+    rows = [
+        ("command", shlex.join(run.argv)),
+        ("workdir", run.workdir),
+        ("started", f"{run.started}, took {_duration(run.duration_s)}, "
+                    f"exit code {run.exit_code} ({ended})"),
+        ("seed", f"{determinism.seed}, PYTHONHASHSEED={determinism.python_hash_seed}, "
+                 f"threads={determinism.threads}, "
+                 f"deterministic={'on' if determinism.deterministic else 'off'}"),
+    ]
+    if determinism.env:
+        rows.append(("injected env", _pairs(determinism.env)))
+    rows.append(("state at end", _pairs(determinism.state) or "not recorded"))
+    rows.append(("environment", _environment(manifest)))
+    return rows
+
+
+def _environment(manifest: Manifest) -> str:
+    run = manifest.run
+    parts = [_pairs(run.env) or "no variables captured"]
+    if run.env_redacted:
+        parts.append(f"redacted: {', '.join(run.env_redacted)}")
+    if run.env_not_captured:
+        parts.append(f"{run.env_not_captured} others not captured")
+    return "; ".join(parts)
+
+
+def _python_rows(python: Python) -> list[tuple[str, str]]:
+    from_index = sum(p.source == "index" for p in python.packages)
+    rows = [
+        ("interpreter", f"{python.implementation} {python.version} ({python.abi_tag}, "
+                        f"{python.platform_tag}) {python.executable}"),
+        ("packages", f"{len(python.packages)} installed, {from_index} from the package index"),
+    ]
+    others = [p for p in python.packages if p.source != "index"]
+    rows += [("", _package(p)) for p in others[:_MAX_LISTED]]
+    if len(others) > _MAX_LISTED:
+        rows.append(("", f"… and {len(others) - _MAX_LISTED} more not from the index"))
+    return rows
+
+
+def _package(package: Package) -> str:
+    text = f"{package.name} {package.version} ({package.source}"
+    text += f": {package.url}" if package.url else ""
+    text += f" @ {package.commit[:12]}" if package.commit else ""
+    text += f", subdirectory {package.subdirectory}" if package.subdirectory else ""
+    return text + ")"
+
+
+def _system_rows(system: System) -> list[tuple[str, str]]:
+    rows = [
+        ("os", f"{system.os_name}, {system.arch}, kernel {system.kernel}, {system.libc}"),
+        ("cpu", f"{system.cpu_model}, {system.cpu_count} CPUs, {len(system.cpu_flags)} flags"),
+    ]
+    for blas in system.blas:
+        facts = [blas.threading, f"{blas.num_threads} threads" if blas.num_threads else None,
+                 f"via {blas.provider}" if blas.provider else None]
+        shown = ", ".join(f for f in facts if f)
+        rows.append(("blas", f"{blas.name} {blas.version or '(version unknown)'}"
+                             + (f" ({shown})" if shown else "")))
+    return rows
+
+
+def _git_rows(git: Git) -> list[tuple[str, str]]:
+    state = f"dirty, diff in {git.diff_file}" if git.dirty and git.diff_file else (
+        "dirty" if git.dirty else "clean")
+    rows = [("commit", f"{git.commit[:12]} on {git.branch or '(detached)'} ({state})")]
+    if git.remote:
+        rows.append(("remote", git.remote))
+    return rows
+
+
+def _file_rows(files: Sequence[FileRecord]) -> list[tuple[str, str]]:
+    rows = [(f.path, f"{_size(f.size)}, sha256 {f.sha256[:12]}") for f in files[:_MAX_LISTED]]
+    return rows + _more(len(files))
+
+
+def _output_rows(outputs: Sequence[Output]) -> list[tuple[str, str]]:
+    rows = []
+    for output in outputs[:_MAX_LISTED]:
+        stored = "" if output.stored else ", not stored (over the size cap)"
+        rows.append((output.path, f"{_size(output.size)}, sha256 {output.sha256[:12]}, "
+                                  f"rtol={output.rtol:g}, atol={output.atol:g}{stored}"))
+    return rows + _more(len(outputs))
+
+
+def _more(count: int) -> list[tuple[str, str]]:
+    return [("", f"… and {count - _MAX_LISTED} more")] if count > _MAX_LISTED else []
+
+
+# --- layout helpers -----------------------------------------------------------------------------
+
+
+def _section(title: str, rows: list[tuple[str, str]],
+             label_width: int = _LABEL_WIDTH) -> list[RenderableType]:
+    heading = Text(title, style="bold")
+    return [heading, _fields(rows, label_width)] if rows else [heading]
+
+
+def _fields(rows: list[tuple[str, str]], label_width: int = _LABEL_WIDTH) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="cyan", min_width=label_width, max_width=40, overflow="fold")
+    grid.add_column(overflow="fold")
+    for label, value in rows:
+        grid.add_row(Text("  " + label), Text(value))
+    return grid
+
+
+def _bullets(title: str, lines: Sequence[str]) -> list[RenderableType]:
+    if not lines:
+        return []
+    return [Text(title, style="bold"), *(Text(f"  - {line}") for line in lines)]
+
+
+def _pairs(mapping: Mapping[str, object]) -> str:
+    return " ".join(f"{key}={value}" for key, value in sorted(mapping.items()))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def _size(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    amount, unit = size / 1024, "KiB"
+    for bigger in ("MiB", "GiB", "TiB"):
+        if amount < 1024:
+            break
+        amount, unit = amount / 1024, bigger
+    return f"{amount:.1f} {unit}"

@@ -1,0 +1,112 @@
+"""Host side of seeding: the seed and env a run starts with, and the state it ended in.
+
+The shim that does the seeding inside each process lives in `reprobox/shim/` (stdlib only); this
+module only builds the environment that activates it and reads the state files it leaves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+from reprobox.errors import CaptureError
+from reprobox.manifest import Determinism, Scalar
+
+SHIM_DIR: Path = Path(__file__).resolve().parent / "shim"
+CONTAINER_SHIM_DIR = "/opt/reprobox/shim"
+MAX_SEED = 2**32 - 1  # PYTHONHASHSEED and numpy's legacy seed both accept 0..2**32-1
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+CUBLAS_WORKSPACE_CONFIG = ":4096:8"  # ~24 MiB of GPU memory; required by torch < 2.10 in det. mode
+STATE_GLOB = "state-*.json"
+
+
+def determinism(seed: int | None, threads: int = 1, deterministic: bool = True) -> Determinism:
+    """The seed, thread count and env a run starts with; `seed=None` draws a fresh seed."""
+    if seed is None:
+        seed = secrets.randbelow(MAX_SEED + 1)
+    _check_seed(seed)
+    _check_threads(threads)
+    env = {
+        "PYTHONHASHSEED": str(seed),
+        **{name: str(threads) for name in THREAD_VARS},
+        "CUBLAS_WORKSPACE_CONFIG": CUBLAS_WORKSPACE_CONFIG,
+        "PYTHONNOUSERSITE": "1",  # ~/.local packages would differ between host and image
+        "REPROBOX_SEED": str(seed),
+        "REPROBOX_DETERMINISTIC": "1" if deterministic else "0",
+    }
+    return Determinism(seed=seed, python_hash_seed=str(seed), threads=threads,
+                       deterministic=deterministic, env=env)
+
+
+def process_env(det: Determinism, shim_dir: str, state_dir: str | None,
+                base: Mapping[str, str]) -> dict[str, str]:
+    """The env for the user's command: `base`, the determinism vars, the shim first on the path."""
+    env = dict(base)
+    env.update(det.env)
+    env["PYTHONPATH"] = _python_path(shim_dir, base.get("PYTHONPATH", ""))
+    env.pop("REPROBOX_STATE_DIR", None)  # never write into a state dir inherited from outside
+    if state_dir is not None:
+        env["REPROBOX_STATE_DIR"] = state_dir
+    return env
+
+
+def read_state(state_dir: Path) -> dict[str, Scalar]:
+    """The end state of the run's root process plus `processes`: how many processes reported."""
+    states = [state for state in map(_load_state, sorted(state_dir.glob(STATE_GLOB)))
+              if state is not None]
+    if not states:
+        return {"processes": 0}
+    root = dict(_root_state(states))
+    root["processes"] = len(states)
+    return root
+
+
+def _python_path(shim_dir: str, existing: str) -> str:
+    # both the host and the image are POSIX, so the separator is ":" on either side
+    kept = [entry for entry in existing.split(":") if entry != shim_dir] if existing else []
+    return ":".join([shim_dir, *kept])
+
+
+def _check_seed(seed: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise CaptureError(f"seed {seed!r} is not an integer in 0..{MAX_SEED}",
+                           hint="PYTHONHASHSEED and numpy accept only this range; pick one in it")
+
+
+def _check_threads(threads: int) -> None:
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise CaptureError(f"thread count {threads!r} is not a positive integer",
+                           hint="use 1 for bitwise-reproducible BLAS results")
+
+
+def _load_state(path: Path) -> dict[str, Scalar] | None:
+    """One process's state file, or None when it is unreadable, not JSON or not a flat dict."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(data, dict) or not all(_is_scalar(value) for value in data.values()):
+        return None
+    return data
+
+
+def _is_scalar(value: object) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _root_state(states: list[dict[str, Scalar]]) -> dict[str, Scalar]:
+    """The process whose parent did not report (the command itself), earliest started first."""
+    pids = {state.get("process.pid") for state in states}
+    orphans = [state for state in states if state.get("process.ppid") not in pids]
+    return min(orphans or states, key=_start_time)
+
+
+def _start_time(state: Mapping[str, Scalar]) -> float:
+    started = state.get("process.start_time")
+    if isinstance(started, bool) or not isinstance(started, (int, float)) or math.isnan(started):
+        return math.inf
+    return float(started)

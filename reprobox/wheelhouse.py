@@ -1,0 +1,198 @@
+"""Fetch a wheel for every pinned package on the host, so the image builds with no network.
+
+Index packages are downloaded for the image's interpreter and platform (one batched
+`pip download`, cached); local, editable, VCS and URL packages, and index packages that ship
+no wheel, are built with `pip wheel` from their recorded source.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from reprobox.errors import WheelError
+from reprobox.fileio import sha256_file
+from reprobox.manifest import Package
+
+Log = Callable[[str], None]
+# manylinux_2_17 .. 2_36 covers every wheel that runs on Debian bookworm's glibc 2.36.
+_GLIBC_MINORS = range(5, 37)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The interpreter and platform the wheels must install on."""
+
+    python_xy: str  # "3.11"
+    abi: str  # "cp311"
+    arch: str = "x86_64"
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        many = [f"manylinux_2_{m}_{self.arch}" for m in _GLIBC_MINORS]
+        legacy = [f"manylinux{v}_{self.arch}" for v in ("1", "2010", "2014")]
+        return (*many, *legacy, f"linux_{self.arch}")
+
+
+@dataclass(frozen=True, slots=True)
+class Wheel:
+    """A wheel file for one pinned package."""
+
+    name: str
+    version: str
+    path: Path
+    sha256: str
+
+
+def default_cache() -> Path:
+    """Where downloaded wheels are kept between builds."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "reprobox" / "wheels"
+
+
+def fetch(packages: Sequence[Package], target: Target, cache: Path, log: Log) -> dict[str, Wheel]:
+    """Return a wheel for every package, downloading or building the ones not yet cached."""
+    cache.mkdir(parents=True, exist_ok=True)
+    wheels: dict[str, Wheel] = {}
+    index = [p for p in packages if p.source == "index"]
+    missing = [p for p in index if _cached(cache, p, target) is None]
+    if missing:
+        _download(missing, target, cache, log)
+    for package in packages:
+        # Built wheels are cached too: rebuilding would change their bytes and break the lock.
+        path = _cached(cache, package, target)
+        if path is None:
+            path = _build(package, target, cache, log)
+        wheels[package.name] = Wheel(package.name, package.version, path, sha256_file(path))
+    return wheels
+
+
+def normalise(name: str) -> str:
+    """PEP 503 name normalisation."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _download(packages: Sequence[Package], target: Target, cache: Path, log: Log) -> None:
+    log(f"downloading wheels for {len(packages)} packages (Python {target.python_xy})")
+    if _pip_download(packages, target, cache).returncode == 0:
+        return
+    for package in packages:  # the batch failed: find which ones have no wheel; they get built
+        if _pip_download([package], target, cache).returncode != 0:
+            log(f"{package.name}=={package.version}: no wheel on the index, will build it")
+
+
+def _pip_download(
+    packages: Sequence[Package], target: Target, cache: Path
+) -> subprocess.CompletedProcess[str]:
+    platforms = [arg for plat in target.platforms for arg in ("--platform", plat)]
+    argv = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--dest",
+        str(cache),
+        "--python-version",
+        target.python_xy,
+        "--implementation",
+        "cp",
+        "--abi",
+        target.abi,
+        "--abi",
+        "abi3",
+        "--abi",
+        "none",
+        *platforms,
+        *[f"{p.name}=={p.version}" for p in packages],
+    ]
+    return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+
+def _build(package: Package, target: Target, cache: Path, log: Log) -> Path:
+    """Build a wheel from the package's recorded source (or its sdist on the index)."""
+    spec = _source_spec(package)
+    log(f"building a wheel for {package.name}=={package.version} from {spec}")
+    with tempfile.TemporaryDirectory(prefix="reprobox-wheel-") as tmp:
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", tmp, spec],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        built = sorted(Path(tmp).glob("*.whl"))
+        if result.returncode != 0 or not built:
+            raise WheelError(
+                f"{package.name}=={package.version}: no wheel for Python {target.python_xy} "
+                f"and building one from {spec} failed: {_last_line(result.stderr)}",
+                hint="install a wheel-providing version, or make the source reachable",
+            )
+        destination = cache / "built" / built[0].name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(built[0], destination)
+    return destination
+
+
+def _source_spec(package: Package) -> str:
+    if package.source == "index":
+        return f"{package.name}=={package.version}"
+    if not package.url:
+        raise WheelError(
+            f"{package.name}: recorded as {package.source} but with no source URL",
+            hint="reinstall it from a path or URL pip can record, and capture again",
+        )
+    if package.source in ("local", "editable"):
+        path = package.url.removeprefix("file://")
+        if not Path(path).exists():
+            raise WheelError(
+                f"{package.name}: source folder {path} no longer exists",
+                hint="restore it, or install the package from an index and capture again",
+            )
+        return path
+    if package.source == "vcs":
+        commit = f"@{package.commit}" if package.commit else ""
+        sub = f"#subdirectory={package.subdirectory}" if package.subdirectory else ""
+        return f"{package.url}{commit}{sub}"
+    return package.url
+
+
+def _cached(cache: Path, package: Package, target: Target) -> Path | None:
+    return _find(cache, package, target) or _find(cache / "built", package, target)
+
+
+def _find(cache: Path, package: Package, target: Target) -> Path | None:
+    for path in sorted(cache.glob("*.whl")):
+        parts = path.name[:-4].split("-")
+        if len(parts) < 5 or normalise(parts[0]) != package.name:
+            continue
+        if _same_version(parts[1], package.version) and _compatible(parts[-3:], target):
+            return path
+    return None
+
+
+def _same_version(in_filename: str, pinned: str) -> bool:
+    return in_filename.replace("_", "-").lower() == pinned.replace("_", "-").lower()
+
+
+def _compatible(tags: list[str], target: Target) -> bool:
+    python_tags, abi_tags, platform_tags = (set(t.split(".")) for t in tags)
+    xy = target.python_xy.replace(".", "")
+    py_ok = bool(python_tags & {f"cp{xy}", f"py{xy}", "py3", f"py{xy[0]}"}) or (
+        "abi3" in abi_tags and any(t.startswith("cp3") for t in python_tags)
+    )
+    abi_ok = bool(abi_tags & {target.abi, "abi3", "none"})
+    plat_ok = "any" in platform_tags or bool(platform_tags & set(target.platforms))
+    return py_ok and abi_ok and plat_ok
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "no output"

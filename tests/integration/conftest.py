@@ -1,0 +1,82 @@
+"""Fixtures of the Docker tier: a real engine, this machine's local base image, test images."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import tarfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from reprobox import baseimage
+from reprobox.engine import DockerEngine
+from reprobox.errors import BaseImageError, EngineError
+
+TEST_REPOSITORY = "reprobox-test"
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> DockerEngine:
+    """A DockerEngine on the real daemon; the Docker tier is skipped only if it is unreachable."""
+    engine = DockerEngine()
+    try:
+        engine.ping()
+    except EngineError as exc:
+        pytest.skip(f"Docker daemon unreachable, Docker tier skipped: {exc} ({exc.hint})")
+    return engine
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_engine: DockerEngine) -> baseimage.BaseImage:
+    """The local reprobox base for this machine's Python X.Y, bootstrapped (~1 min) if absent."""
+    xy = f"{sys.version_info.major}.{sys.version_info.minor}"
+    try:
+        ref = baseimage.local_ref(xy, baseimage.suite_for(xy))
+    except BaseImageError as exc:
+        pytest.skip(f"no Debian suite ships this machine's Python: {exc}")
+    if docker_engine.has_image(ref):
+        version = baseimage.python_version_in(docker_engine, ref)
+        return baseimage.BaseImage(ref, version, "local")
+    return baseimage.make(docker_engine, xy, None, None, lambda line: None)
+
+
+@pytest.fixture(scope="session")
+def test_images(docker_engine: DockerEngine) -> Iterator[list[str]]:
+    """Image refs and ids made by tests; all removed at the end of the session."""
+    made: list[str] = []
+    yield made
+    for ref in reversed(made):
+        with contextlib.suppress(EngineError):
+            docker_engine.remove_image(ref)
+
+
+@pytest.fixture
+def test_tag(test_images: list[str]) -> Callable[[str], str]:
+    """A fresh `reprobox-test/<name>:<random>` ref, removed at teardown."""
+
+    def make_tag(name: str) -> str:
+        ref = f"{TEST_REPOSITORY}/{name}:{uuid.uuid4().hex[:12]}"
+        test_images.append(ref)
+        return ref
+
+    return make_tag
+
+
+@pytest.fixture
+def context_tar(tmp_path: Path) -> Callable[[str], Path]:
+    """Write a build context holding only the given Dockerfile text; returns the tar's path."""
+
+    def write(dockerfile: str) -> Path:
+        data = dockerfile.encode()
+        path = tmp_path / f"context-{uuid.uuid4().hex[:8]}.tar"
+        with tarfile.open(path, "w") as archive:
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        return path
+
+    return write

@@ -1,0 +1,201 @@
+"""Unit tests of baseimage.py: the choice of base image, apt mirror parsing, the suite table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from reprobox import baseimage
+from reprobox.baseimage import BaseImage, choose, debian_mirror, local_ref, official_ref
+from reprobox.engine import ContainerResult, ContainerSpec
+from reprobox.errors import BaseImageError
+
+
+class FakeEngine:
+    """Knows a set of local images; pulls succeed only for `pullable`."""
+
+    def __init__(self, present: Sequence[str] = (), pullable: Sequence[str] = (),
+                 labels: dict[str, dict[str, str]] | None = None) -> None:
+        self.present = set(present)
+        self.pullable = set(pullable)
+        self.labels = labels or {}
+        self.pulled: list[str] = []
+        self.ran: list[ContainerSpec] = []
+
+    def has_image(self, ref: str) -> bool:
+        return ref in self.present
+
+    def pull(self, ref: str, timeout_s: float = 20) -> None:
+        self.pulled.append(ref)
+        if ref not in self.pullable:
+            raise BaseImageError(f"could not pull {ref}: dial tcp: no such host")
+        self.present.add(ref)
+
+    def image_labels(self, ref: str) -> dict[str, str]:
+        return self.labels.get(ref, {})
+
+    def run(self, spec: ContainerSpec, on_output: Callable[[bytes], None],
+            fetch: Sequence[str] = (), fetch_into: Path | None = None) -> ContainerResult:
+        self.ran.append(spec)
+        on_output(b"3.12.4\n")
+        return ContainerResult(exit_code=0, timed_out=False, fetched=())
+
+
+LOCAL = local_ref("3.11", "bookworm")
+
+
+def test_refs() -> None:
+    assert official_ref("3.11.7") == "python:3.11.7-slim-bookworm"
+    assert official_ref("3.9.2", "bullseye") == "python:3.9.2-slim-bullseye"
+    assert LOCAL == "reprobox/python:3.11-bookworm"
+
+
+def test_suite_table() -> None:
+    assert baseimage.suite_table() == {"3.9": "bullseye", "3.11": "bookworm", "3.13": "trixie"}
+    assert baseimage.suite_for("3.13") == "trixie"
+
+
+def test_unsupported_version_names_it_and_the_supported_ones() -> None:
+    with pytest.raises(BaseImageError) as caught:
+        baseimage.suite_for("3.10")
+    assert "Python 3.10" in str(caught.value) and "3.9, 3.11, 3.13" in str(caught.value)
+    assert "--base-image" in caught.value.hint
+
+
+def test_suite_and_version_must_agree() -> None:
+    assert baseimage._resolve_target(None, "trixie") == ("3.13", "trixie")
+    assert baseimage._resolve_target("3.9", None) == ("3.9", "bullseye")
+    with pytest.raises(BaseImageError, match="does not ship Python 3.11"):
+        baseimage._resolve_target("3.11", "trixie")
+
+
+def test_choose_explicit_image_present_asks_its_python() -> None:
+    engine = FakeEngine(present=["my/img:1"])
+    chosen = choose(engine, "3.11.7", "my/img:1", print)
+    assert chosen == BaseImage("my/img:1", "3.12.4", "user")
+    assert engine.ran[0].argv[0] == "python3" and engine.ran[0].network is False
+    assert engine.pulled == []
+
+
+def test_choose_explicit_image_absent() -> None:
+    with pytest.raises(BaseImageError, match="image my/img:1 is not present locally") as caught:
+        choose(FakeEngine(), "3.11.7", "my/img:1", print)
+    assert "docker load" in caught.value.hint
+
+
+def test_choose_official_present_locally_needs_no_pull() -> None:
+    engine = FakeEngine(present=[official_ref("3.11.7")])
+    assert choose(engine, "3.11.7", None, print).origin == "official"
+    assert engine.pulled == []
+
+
+def test_choose_pulls_official() -> None:
+    engine = FakeEngine(pullable=[official_ref("3.11.7")])
+    chosen = choose(engine, "3.11.7", None, print)
+    assert chosen == BaseImage(official_ref("3.11.7"), "3.11.7", "official")
+    assert engine.pulled == [official_ref("3.11.7")]
+
+
+def test_choose_falls_back_to_local_base_with_a_note() -> None:
+    engine = FakeEngine(present=[LOCAL], labels={LOCAL: {baseimage.LABEL_PYTHON: "3.11.2"}})
+    notes: list[str] = []
+    chosen = choose(engine, "3.11.7", None, notes.append)
+    assert chosen == BaseImage(LOCAL, "3.11.2", "local")
+    assert len(notes) == 1
+    assert "no registry answered" in notes[0] and LOCAL in notes[0]
+    assert "3.11.2" in notes[0] and "3.11.7" in notes[0]
+
+
+def test_choose_without_registry_or_local_base() -> None:
+    with pytest.raises(BaseImageError) as caught:
+        choose(FakeEngine(), "3.11.7", None, print)
+    assert str(caught.value) == "no registry answers and no local base image for Python 3.11"
+    assert "reprobox base --python 3.11" in caught.value.hint
+    assert "--base-image" in caught.value.hint
+
+
+def test_choose_for_a_version_no_suite_ships() -> None:
+    with pytest.raises(BaseImageError, match="no local base image for Python 3.10"):
+        choose(FakeEngine(), "3.10.4", None, print)
+
+
+def write_apt(tmp_path: Path, sources_list: str = "", parts: dict[str, str] | None = None) -> Path:
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list").write_text(sources_list)
+    for name, text in (parts or {}).items():
+        (tmp_path / "sources.list.d" / name).write_text(text)
+    return tmp_path
+
+
+DEB822 = """\
+Types: deb
+# a comment line inside the stanza
+URIs: http://mirror.example/debian-security
+Suites: bookworm-security
+Components: main
+
+Types: deb deb-src
+URIs: http://mirror.example/debian/
+Suites: bookworm bookworm-updates
+Components: main
+"""
+
+
+def test_mirror_from_deb822(tmp_path: Path) -> None:
+    nodesource = "Types: deb\nURIs: https://nodes.example/node_20.x\nSuites: nodistro\n"
+    apt = write_apt(tmp_path, "deb https://cloud.example/apt cloud-sdk-bookworm main\n",
+                    {"debian.sources": DEB822, "node.sources": nodesource})
+    assert debian_mirror(apt) == "http://mirror.example/debian"
+
+
+def test_disabled_deb822_stanza_is_skipped(tmp_path: Path) -> None:
+    disabled = "Enabled: no\nTypes: deb\nURIs: http://off.example/debian\nSuites: bookworm\n"
+    apt = write_apt(tmp_path, parts={"a.sources": disabled, "b.sources": DEB822})
+    assert debian_mirror(apt) == "http://mirror.example/debian"
+
+
+def test_mirror_from_one_line_sources(tmp_path: Path) -> None:
+    apt = write_apt(tmp_path, "# deb http://old.example/debian bookworm main\n"
+                    "deb-src http://src.example/debian bookworm main\n"
+                    "deb [arch=amd64 signed-by=/k.gpg] http://one.example/debian bullseye main\n")
+    assert debian_mirror(apt) == "http://one.example/debian"
+
+
+def test_no_debian_mirror(tmp_path: Path) -> None:
+    apt = write_apt(tmp_path, "deb http://archive.example/ubuntu jammy main\n")
+    with pytest.raises(BaseImageError, match="no Debian mirror found") as caught:
+        debian_mirror(apt)
+    assert "--mirror" in caught.value.hint
+
+
+def test_exact_python_version_from_dpkg_status(tmp_path: Path) -> None:
+    status = tmp_path / "var/lib/dpkg/status"
+    status.parent.mkdir(parents=True)
+    status.write_text(
+        "Package: python3.11-minimal\nStatus: install ok installed\nVersion: 3.11.2-6\n\n"
+        "Package: python3.11\nStatus: install ok installed\nVersion: 3.11.2-6+deb12u6\n"
+    )
+    assert baseimage._dpkg_python_version(tmp_path, "3.11") == "3.11.2"
+    with pytest.raises(BaseImageError, match="no python3.13 package"):
+        baseimage._dpkg_python_version(tmp_path, "3.13")
+
+
+def test_make_without_debootstrap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(baseimage.shutil, "which", lambda name, path=None: None)
+    with pytest.raises(BaseImageError, match="debootstrap is not installed") as caught:
+        baseimage.make(FakeEngine(), "3.11", None, "http://m.example/debian", print)  # type: ignore[arg-type]
+    assert "--base-image" in caught.value.hint
+
+
+def test_make_needs_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(baseimage.shutil, "which", lambda name, path=None: "/usr/sbin/x")
+    monkeypatch.setattr(baseimage.os, "geteuid", lambda: 1000)
+    with pytest.raises(BaseImageError, match="needs root"):
+        baseimage.make(FakeEngine(), "3.11", None, "http://m.example/debian", print)  # type: ignore[arg-type]
+
+
+def test_make_refuses_unsupported_version_before_anything_else() -> None:
+    with pytest.raises(BaseImageError, match="Python 3.12"):
+        baseimage.make(FakeEngine(), "3.12", None, None, print)  # type: ignore[arg-type]
