@@ -68,10 +68,12 @@ def build(
     engine.ping()
     base = baseimage.choose(engine, manifest.python.version, base_image, log)
     _check_python(manifest, base)
-    lock_text = _hashed_lock(bundle, manifest, base, cache or wheelhouse.default_cache(), log)
+    cache = cache or wheelhouse.default_cache()
+    lock_text = _hashed_lock(bundle, manifest, base, cache, log)
     dockerfile = render.dockerfile(manifest, base.ref)
     atomic_write(bundle.dockerfile_path, dockerfile)
     tag = image_tag(manifest, _fingerprint(bundle, dockerfile, lock_text, base))
+    plan = _Plan(bundle, manifest, dockerfile, lock_text, tag, cache)
     built = BuiltImage(tag, base.ref, base.python_version, manifest.python.version)
     if base.python_version != manifest.python.version:
         log(f"note: {built.python_note}")
@@ -79,7 +81,7 @@ def build(
         log(f"image {tag} is up to date (nothing changed since it was built)")
         built = BuiltImage(**{**asdict(built), "reused": True})
     else:
-        _build_and_verify(bundle, engine, manifest, dockerfile, lock_text, tag, log)
+        _build_and_verify(plan, engine, log)
     atomic_write(bundle.path / "build.json", json.dumps(asdict(built), indent=2) + "\n")
     return built
 
@@ -151,57 +153,55 @@ def _fingerprint(bundle: Bundle, dockerfile: str, lock_text: str, base: baseimag
     return digest.hexdigest()
 
 
-def _build_and_verify(
-    bundle: Bundle,
-    engine: Engine,
-    manifest: Manifest,
-    dockerfile: str,
-    lock_text: str,
-    tag: str,
-    log: Log,
-) -> None:
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Everything a build needs once the lock and the Dockerfile are settled."""
+
+    bundle: Bundle
+    manifest: Manifest
+    dockerfile: str
+    lock_text: str
+    tag: str
+    cache: Path
+
+
+def _build_and_verify(plan: _Plan, engine: Engine, log: Log) -> None:
     with tempfile.TemporaryDirectory(prefix="reprobox-context-") as tmp:
         context = Path(tmp) / "context"
-        _assemble(context, bundle, manifest, dockerfile, lock_text, log)
+        _assemble(context, plan, log)
         tar_path = Path(tmp) / "context.tar"
         write_context_tar(context, tar_path)
-        log(f"building {tag} from a {tar_path.stat().st_size / 1e6:.1f} MB context")
-        labels = {"reprobox.run-id": bundle.run_id, "reprobox.tag": tag}
+        log(f"building {plan.tag} from a {tar_path.stat().st_size / 1e6:.1f} MB context")
+        labels = {"reprobox.run-id": plan.bundle.run_id, "reprobox.tag": plan.tag}
         image_id = engine.build(tar_path, labels, log)
-    verify_packages(engine, image_id, lock_text)
-    engine.tag(image_id, tag)
-    log(f"built {tag}")
+    verify_packages(engine, image_id, plan.lock_text)
+    engine.tag(image_id, plan.tag)
+    log(f"built {plan.tag}")
 
 
-def _assemble(
-    context: Path, bundle: Bundle, manifest: Manifest, dockerfile: str, lock_text: str, log: Log
-) -> None:
+def _assemble(context: Path, plan: _Plan, log: Log) -> None:
     """Lay out the build context from an allowlist: never the raw project folder."""
     context.mkdir()
-    (context / "Dockerfile").write_text(dockerfile)
-    (context / "requirements.lock").write_text(lock_text)
-    shutil.copy2(bundle.manifest_path, context / "manifest.yaml")
+    (context / "Dockerfile").write_text(plan.dockerfile)
+    (context / "requirements.lock").write_text(plan.lock_text)
+    shutil.copy2(plan.bundle.manifest_path, context / "manifest.yaml")
     (context / "shim").mkdir()
     for path in seeding.SHIM_DIR.glob("*.py"):
         shutil.copy2(path, context / "shim" / path.name)
-    if bundle.source_dir.is_dir():
-        shutil.copytree(bundle.source_dir, context / "source")
+    if plan.bundle.source_dir.is_dir():
+        shutil.copytree(plan.bundle.source_dir, context / "source")
     else:
         (context / "source").mkdir()
-    _link_wheels(context / "wheels", manifest, lock_text, log)
+    _link_wheels(context / "wheels", plan, log)
 
 
-def _link_wheels(folder: Path, manifest: Manifest, lock_text: str, log: Log) -> None:
+def _link_wheels(folder: Path, plan: _Plan, log: Log) -> None:
     folder.mkdir()
-    wanted = {pin.hashes[0] for pin in lock.loads(lock_text).values() if pin.hashes}
-    cache = wheelhouse.default_cache()
-    found = {w.sha256: w.path for w in _cached_wheels(manifest, cache, lock_text, log)}
-    for digest in sorted(wanted):
-        source = found[digest]
+    for wheel in _cached_wheels(plan.manifest, plan.cache, plan.lock_text, log):
         try:
-            os.link(source, folder / source.name)
+            os.link(wheel.path, folder / wheel.path.name)
         except OSError:  # another filesystem: copy instead
-            shutil.copy2(source, folder / source.name)
+            shutil.copy2(wheel.path, folder / wheel.path.name)
 
 
 def _cached_wheels(

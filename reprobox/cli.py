@@ -69,7 +69,8 @@ def _capture(args: argparse.Namespace, err: Console) -> int:
     err.print(
         f"captured {captured.run_id}: {len(manifest.outputs)} outputs, "
         f"{len(manifest.python.packages)} packages, seed {manifest.determinism.seed} "
-        f"-> {captured.path}"
+        f"-> {captured.path}",
+        soft_wrap=True,
     )
     if not manifest.succeeded:
         err.print(
@@ -107,7 +108,7 @@ def _do_build(args: argparse.Namespace, err: Console):  # type: ignore[no-untype
             if line.strip():
                 status.update(line.strip()[:90])
                 if args.verbose or not line.startswith(" "):
-                    err.print(f"[dim]{line.rstrip()}[/]", markup=True, highlight=False)
+                    err.print(line.rstrip(), style="dim", markup=False, soft_wrap=True)
 
         return build(target, DockerEngine(), log, base_image=args.base_image)
 

@@ -244,14 +244,12 @@ class DockerEngine:
     ) -> str:
         """Build the tarred context with no network; returns the UNTAGGED image id."""
         tail: list[str] = []
-        image_id = ""
         with _translated("build the image"), context_tar.open("rb") as context:
             stream = self.client.api.build(
                 fileobj=context, custom_context=True, labels=dict(labels),
                 network_mode="none", rm=True, forcerm=True, decode=True,
             )
-            for chunk in stream:
-                image_id = _take_build_chunk(chunk, tail, on_log) or image_id
+            image_id = _follow_build(stream, tail, on_log)
         if not image_id:
             raise BuildFailed("the image build ended without an image id",
                               log_tail="\n".join(tail), hint="see the build log above")
@@ -353,6 +351,19 @@ def _imported_id(answer: str, tar_path: Path) -> str:
     return image_id
 
 
+def _follow_build(stream: Iterator[Any], tail: list[str], on_log: Callable[[str], None]) -> str:
+    """Log the build's messages; on an error read the stream to its end (freeing the socket)."""
+    image_id = ""
+    for chunk in stream:
+        try:
+            image_id = _take_build_chunk(chunk, tail, on_log) or image_id
+        except BuildFailed:
+            for _rest in stream:
+                pass
+            raise
+    return image_id
+
+
 def _take_build_chunk(chunk: Any, tail: list[str], on_log: Callable[[str], None]) -> str:
     """Log one build message, keep the tail, raise on an error; returns an image id if any."""
     if not isinstance(chunk, dict):
@@ -427,10 +438,20 @@ def _start_and_wait(
             on_output(chunk)
         status = container.wait()
     finally:
-        output.close()
+        _close_stream(output)
         if timer:
             timer.cancel()
     return int(status.get("StatusCode", -1)), killed.is_set()
+
+
+def _close_stream(stream: Any) -> None:
+    """Close a docker-py log stream cut short, socket included (its close() alone leaks it)."""
+    with contextlib.suppress(Exception):
+        stream.close()
+    response = getattr(stream, "_response", None)
+    if response is not None:
+        with contextlib.suppress(Exception):
+            response.close()
 
 
 # ---------------------------------------------------------------------------- fetching outputs

@@ -167,6 +167,7 @@ def _run_teed(
             process.wait()
             raise Interrupted("capture interrupted; no bundle was written") from None
         pump.join()
+        process.stdout.close()
     return exit_code
 
 
@@ -212,7 +213,7 @@ def _record(
 ) -> Manifest:
     python, blas = _python(options, runner, notes)
     excluded = {r.path for r in inputs} | {o.path for o in outputs}
-    source = _snapshot(project, excluded, staging, runner)
+    source = _snapshot(project, excluded, staging, runner, notes)
     env, redacted, not_captured = environ.capture_env(os.environ, options.env_names)
     run = Run(
         argv=environ.mask_argv(options.argv),
@@ -288,11 +289,16 @@ def _system(runner: Runner, notes: list[str]) -> System:
 
 
 def _snapshot(
-    project: Path, excluded: set[str], staging: Path, runner: Runner
+    project: Path, excluded: set[str], staging: Path, runner: Runner, notes: list[str]
 ) -> tuple[FileRecord, ...]:
     """Copy the project's allowlisted files into the bundle: the image is built from these."""
+
+    def skipped(path: str, size: int) -> None:
+        notes.append(f"source: {path} ({size / 1e6:.0f} MB) left out of the image: too large; "
+                     "declare it with --input if the run reads it")
+
     records = []
-    for rel in files.source_files(project, runner, excluded):
+    for rel in files.source_files(project, runner, excluded, on_skip=skipped):
         target = staging / "source" / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(project / rel, target)

@@ -63,9 +63,11 @@ def test_unreachable_daemon_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(EngineError) as caught:
         DockerEngine().ping()
+    message, hint = str(caught.value), caught.value.hint or ""
+    del caught
     gc.collect()
-    assert str(caught.value) == "cannot reach the Docker daemon at unix:///nonexistent/docker.sock"
-    assert "is the Docker daemon running?" in caught.value.hint
+    assert message == "cannot reach the Docker daemon at unix:///nonexistent/docker.sock"
+    assert "is the Docker daemon running?" in hint
 
 
 def test_build_is_untagged_until_tag(

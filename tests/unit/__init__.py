@@ -1,0 +1,1 @@
+"""Test tier package: keeps module names unique across tiers."""
