@@ -7,6 +7,7 @@ import io
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tarfile
 import tempfile
@@ -255,8 +256,9 @@ class _Finished:
 def _stream(argv: list[str], on_line: Callable[[str], None]) -> _Finished:
     """Run argv, passing each output line on; on Ctrl-C stop it before re-raising."""
     last = ""
+    # Its own process group, so that stopping it also stops the dpkg it runs in the chroot.
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          errors="replace") as proc:
+                          errors="replace", start_new_session=True) as proc:
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -270,12 +272,14 @@ def _stream(argv: list[str], on_line: Callable[[str], None]) -> _Finished:
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
+    """Ask the whole group to stop, give it 20 s, then kill whatever of it is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def _dpkg_python_version(rootfs: Path, xy: str) -> str:

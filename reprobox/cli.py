@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from reprobox import __version__, baseimage, bundle, report
-from reprobox.build import build
+from reprobox.build import BuiltImage, build
 from reprobox.capture import CaptureOptions, capture
 from reprobox.engine import DockerEngine
 from reprobox.errors import ReproboxError
@@ -100,7 +100,7 @@ def _build(args: argparse.Namespace, err: Console) -> int:
     return 0
 
 
-def _do_build(args: argparse.Namespace, err: Console):  # type: ignore[no-untyped-def]
+def _do_build(args: argparse.Namespace, err: Console) -> BuiltImage:
     target = bundle.find(args.bundle)
     with err.status("building") as status:
 
@@ -242,8 +242,8 @@ def _add_base(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 
 def _add_bundle_verb(
-    verbs: argparse._SubParsersAction,
-    name: str,  # type: ignore[type-arg]
+    verbs: argparse._SubParsersAction,  # type: ignore[type-arg]
+    name: str,
     handler: Handler,
     helptext: str,
 ) -> None:

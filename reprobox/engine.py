@@ -441,6 +441,8 @@ def _start_and_wait(
         _close_stream(output)
         if timer:
             timer.cancel()
+            # The output can end before the kill request returns; wait for its verdict.
+            timer.join()
     return int(status.get("StatusCode", -1)), killed.is_set()
 
 

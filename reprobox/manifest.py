@@ -227,7 +227,9 @@ def _quoted_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 def _plain_keys(dumper: yaml.SafeDumper, value: dict[str, Any]) -> yaml.MappingNode:
     node = dumper.represent_mapping("tag:yaml.org,2002:map", value.items())
     for key_node, _ in node.value:
-        plain_tag = dumper.resolve(yaml.ScalarNode, key_node.value, (True, False))
+        plain_tag = dumper.resolve(  # type: ignore[no-untyped-call]
+            yaml.ScalarNode, key_node.value, (True, False)
+        )
         if key_node.value.isidentifier() and plain_tag == "tag:yaml.org,2002:str":
             key_node.style = None  # field names stay readable; keys like `NO` stay quoted
     return node
@@ -243,7 +245,7 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark

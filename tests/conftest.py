@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from reprobox import seeding
 from reprobox.manifest import (
     SCHEMA_VERSION,
-    Determinism,
     FileRecord,
     Git,
     Manifest,
@@ -35,13 +37,8 @@ def sample_manifest() -> Manifest:
             env_redacted=("HF_TOKEN",),
             env_not_captured=42,
         ),
-        determinism=Determinism(
-            seed=1234,
-            python_hash_seed="1234",
-            threads=1,
-            env={"PYTHONHASHSEED": "1234", "OMP_NUM_THREADS": "1"},
-            state={"random.seeded": True, "numpy.version": "2.1.3"},
-        ),
+        determinism=replace(seeding.determinism(1234, threads=1),
+                            state={"random.seeded": True, "numpy.version": "2.1.3"}),
         python=Python(
             version="3.11.7",
             implementation="cpython",

@@ -10,11 +10,8 @@ import datetime as dt
 import os
 import secrets
 import shutil
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -22,9 +19,9 @@ from typing import BinaryIO
 from reprobox import __version__, lock, seeding
 from reprobox import manifest as manifest_io
 from reprobox.bundle import RUNS_DIR, Bundle
-from reprobox.capture import environ, files, git, python_env, system
+from reprobox.capture import environ, files, git, process, python_env, system
 from reprobox.capture.runner import Runner, subprocess_runner
-from reprobox.errors import CaptureError, Interrupted, ProbeUnavailable
+from reprobox.errors import CaptureError, ProbeUnavailable
 from reprobox.fileio import atomic_write, staged_dir
 from reprobox.manifest import (
     SCHEMA_VERSION,
@@ -65,7 +62,9 @@ class _Finished:
 
 
 def capture(
-    options: CaptureOptions, runner: Runner = subprocess_runner, stdout: BinaryIO | None = None
+    options: CaptureOptions,
+    runner: Runner = subprocess_runner,
+    terminal: tuple[BinaryIO, BinaryIO] | None = None,
 ) -> Bundle:
     """Run the command and write its bundle under `<project>/.reprobox/runs/<run-id>/`."""
     if not options.argv:
@@ -82,7 +81,7 @@ def capture(
         notes: list[str] = []
         git_record = _git(project, staging, runner, notes)  # the code as it was before the run
         before = None if options.outputs else files.snapshot_mtimes(project)
-        finished, state = _execute(options, determinism, staging, stdout)
+        finished, state = _execute(options, determinism, staging, terminal)
         outputs = _outputs(project, options, before, staging)
         manifest = _record(
             options,
@@ -126,7 +125,10 @@ def _rel(project: Path, cwd: Path, path: str) -> str:
 
 
 def _execute(
-    options: CaptureOptions, determinism: Determinism, staging: Path, stdout: BinaryIO | None
+    options: CaptureOptions,
+    determinism: Determinism,
+    staging: Path,
+    terminal: tuple[BinaryIO, BinaryIO] | None,
 ) -> tuple[_Finished, dict[str, manifest_io.Scalar]]:
     """Run the command under the shim, teeing its output to the terminal and the logs."""
     state_dir = staging / ".state"
@@ -135,47 +137,13 @@ def _execute(
     (staging / "logs").mkdir()
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     clock = time.monotonic()
-    exit_code = _run_teed(
-        options.argv, options.cwd, env, staging / "logs" / "output.log", stdout or sys.stdout.buffer
+    exit_code = process.run_teed(
+        options.argv, options.cwd, env, staging / "logs", terminal or process.terminal_streams()
     )
     finished = _Finished(started, round(time.monotonic() - clock, 3), exit_code)
     state = seeding.read_state(state_dir)
     shutil.rmtree(state_dir)
     return finished, state
-
-
-def _run_teed(
-    argv: Sequence[str], cwd: Path, env: dict[str, str], log_path: Path, terminal: BinaryIO
-) -> int:
-    try:
-        process = subprocess.Popen(
-            list(argv), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-    except (FileNotFoundError, PermissionError) as exc:
-        raise CaptureError(
-            f"{argv[0]}: cannot run ({exc.strerror})",
-            hint="check the command after `--`; is it on PATH?",
-        ) from None
-    assert process.stdout is not None
-    with log_path.open("wb") as log:
-        pump = threading.Thread(target=_tee, args=(process.stdout, terminal, log), daemon=True)
-        pump.start()
-        try:
-            exit_code = process.wait()
-        except KeyboardInterrupt:
-            process.terminate()
-            process.wait()
-            raise Interrupted("capture interrupted; no bundle was written") from None
-        pump.join()
-        process.stdout.close()
-    return exit_code
-
-
-def _tee(source: BinaryIO, terminal: BinaryIO, log: BinaryIO) -> None:
-    while chunk := source.read1(65536):  # type: ignore[attr-defined]
-        terminal.write(chunk)
-        terminal.flush()
-        log.write(chunk)
 
 
 def _outputs(
@@ -294,8 +262,10 @@ def _snapshot(
     """Copy the project's allowlisted files into the bundle: the image is built from these."""
 
     def skipped(path: str, size: int) -> None:
-        notes.append(f"source: {path} ({size / 1e6:.0f} MB) left out of the image: too large; "
-                     "declare it with --input if the run reads it")
+        notes.append(
+            f"source: {path} ({size / 1e6:.0f} MB) left out of the image: too large; "
+            "declare it with --input if the run reads it"
+        )
 
     records = []
     for rel in files.source_files(project, runner, excluded, on_skip=skipped):

@@ -45,16 +45,37 @@ def distributions() -> list[dict[str, Any]]:
     seen = set()
     found = []
     for dist in metadata.distributions():
-        # An email.message.Message on every version; .get avoids KeyError on 3.14.
-        name = dist.metadata.get("Name")  # type: ignore[attr-defined]
+        name, version = name_and_version(dist)
         if not name:
             continue  # broken dist-info without a Name: nothing to pin
         key = re.sub(r"[-_.]+", "-", name).lower()
         if key in seen:
             continue
         seen.add(key)
-        found.append({"name": name, "version": dist.version, "direct_url": direct_url(dist)})
+        found.append({"name": name, "version": version, "direct_url": direct_url(dist)})
     return found
+
+
+def name_and_version(dist: Any) -> tuple[Any, Any]:
+    """The Name and Version headers of a distribution's METADATA (or PKG-INFO), or None.
+
+    Read from the header lines only: `dist.metadata` runs the email parser over the whole file,
+    long description included, and `dist.version` parses it again; in a venv of a hundred
+    packages that was two thirds of the probe's time. The files tried are the ones
+    `dist.metadata` reads, in its order; the first of each header wins, as with `.get`.
+    """
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or dist.read_text("") or ""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            break  # the blank line that ends the headers
+        key, colon, value = line.partition(":")
+        key = key.lower()
+        if colon and key in ("name", "version") and key not in found:
+            found[key] = value.strip()
+            if len(found) == 2:
+                break
+    return found.get("name"), found.get("version")
 
 
 def direct_url(dist: Any) -> Any:

@@ -1,0 +1,40 @@
+"""A fake container engine for the unit tier; the Docker tier tests the real one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reprobox.engine import ContainerResult, ContainerSpec
+
+
+@dataclass
+class FakeEngine:
+    """Records what it is asked; `run` answers with canned output."""
+
+    images: set[str] = field(default_factory=set)
+    run_output: bytes = b""
+    run_exit_code: int = 0
+    runs: list[ContainerSpec] = field(default_factory=list)
+    builds: list[Path] = field(default_factory=list)
+
+    def ping(self) -> None:
+        return None
+
+    def has_image(self, ref: str) -> bool:
+        return ref in self.images
+
+    def tag(self, image_id: str, ref: str) -> None:
+        self.images.add(ref)
+
+    def build(self, context_tar: Path, labels: Mapping[str, str],
+              on_log: Callable[[str], None]) -> str:
+        self.builds.append(context_tar)
+        return "sha256:feed"
+
+    def run(self, spec: ContainerSpec, on_output: Callable[[bytes], None],
+            fetch: Sequence[str] = (), fetch_into: Path | None = None) -> ContainerResult:
+        self.runs.append(spec)
+        on_output(self.run_output)
+        return ContainerResult(self.run_exit_code, False, ())

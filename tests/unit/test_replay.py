@@ -1,0 +1,70 @@
+"""replay: the hardened, seeded container spec; inputs checked before any container starts."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from reprobox import replay as replay_module
+from reprobox.build import BuiltImage
+from reprobox.bundle import Bundle
+from reprobox.errors import BundleError, ReplayError
+from reprobox.fileio import sha256_file
+from reprobox.manifest import FileRecord, Manifest
+
+BUILT = BuiltImage("reprobox/numpy-sgd:0123", "base:1", "3.11.2", "3.11.7")
+
+
+def test_spec_is_hardened_and_seeded(sample_manifest: Manifest) -> None:
+    spec = replay_module.container_spec(sample_manifest, BUILT, (), 60.0)
+    assert spec.image == BUILT.tag and spec.argv == ("python", "train.py", "--epochs", "3")
+    assert spec.network is False and spec.read_only_root and spec.user == "1000:1000"
+    assert spec.writable_dir == "/app" and spec.workdir == "/app" and spec.timeout_s == 60.0
+    assert spec.env["PYTHONHASHSEED"] == "1234" and spec.env["REPROBOX_SEED"] == "1234"
+    assert spec.env["PYTHONPATH"].split(":")[0] == "/opt/reprobox/shim"
+    assert spec.env["OMP_NUM_THREADS"] == "1"  # captured env, passed on
+
+
+@pytest.mark.parametrize(("workdir", "container_path", "local"), [
+    ("/app", "/app/out/w.npy", "out/w.npy"),
+    ("/app/sub", "/app/sub/w.npy", "w.npy"),
+    ("/app/sub", "/app/out/w.npy", "app/out/w.npy"),
+])
+def test_fetched_paths_follow_the_engine_layout(workdir: str, container_path: str,
+                                                local: str) -> None:
+    assert replay_module._local(Path("/r"), workdir, container_path) == Path("/r") / local
+
+
+def _bundle_with_input(tmp_path: Path, sample_manifest: Manifest, data: bytes) -> tuple:
+    project = tmp_path / "proj"
+    bundle = Bundle(project / ".reprobox" / "runs" / "r1")
+    bundle.path.mkdir(parents=True)
+    (project / "data").mkdir()
+    (project / "data" / "train.csv").write_bytes(data)
+    record = FileRecord("data/train.csv", sha256_file(project / "data" / "train.csv"), len(data))
+    return bundle, replace(sample_manifest, inputs=(record,)), project
+
+
+def test_inputs_are_mounted_read_only(tmp_path: Path, sample_manifest: Manifest) -> None:
+    bundle, manifest, project = _bundle_with_input(tmp_path, sample_manifest, b"a,b\n1,2\n")
+    (mount,) = replay_module._input_mounts(bundle, manifest)
+    assert mount.read_only and mount.target == "/app/data/train.csv"
+    assert mount.source == str(project / "data" / "train.csv")
+
+
+def test_a_changed_input_is_refused(tmp_path: Path, sample_manifest: Manifest) -> None:
+    bundle, manifest, project = _bundle_with_input(tmp_path, sample_manifest, b"a,b\n1,2\n")
+    (project / "data" / "train.csv").write_bytes(b"a,b\n1,3\n")
+    with pytest.raises(ReplayError, match="train.csv changed since capture"):
+        replay_module._input_mounts(bundle, manifest)
+    (project / "data" / "train.csv").unlink()
+    with pytest.raises(ReplayError, match="train.csv is missing"):
+        replay_module._input_mounts(bundle, manifest)
+
+
+def test_project_root_needs_the_runs_layout(tmp_path: Path) -> None:
+    assert replay_module.project_root(Bundle(tmp_path / ".reprobox" / "runs" / "r")) == tmp_path
+    with pytest.raises(BundleError, match="not inside a project's .reprobox/runs/"):
+        replay_module.project_root(Bundle(tmp_path / "elsewhere"))

@@ -1,0 +1,63 @@
+"""wheelhouse: which cached wheel serves a pin, and refusals that name the package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reprobox import wheelhouse
+from reprobox.errors import WheelError
+from reprobox.manifest import Package
+
+TARGET = wheelhouse.Target("3.11", "cp311")
+
+
+@pytest.mark.parametrize(("filename", "ok"), [
+    ("numpy-2.1.3-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", True),
+    ("numpy-2.1.3-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", False),
+    ("numpy-2.1.3-cp311-cp311-musllinux_1_1_x86_64.whl", False),
+    ("numpy-2.1.3-cp311-cp311-macosx_11_0_arm64.whl", False),
+    ("numpy-2.1.3-cp311-cp311-manylinux_2_39_x86_64.whl", False),  # newer glibc than bookworm
+    ("six-1.16.0-py2.py3-none-any.whl", True),
+    ("cryptography-43.0.0-cp39-abi3-manylinux_2_28_x86_64.whl", True),
+])
+def test_compatibility_with_the_image(filename: str, ok: bool) -> None:
+    assert wheelhouse._compatible(filename[:-4].split("-")[-3:], TARGET) is ok
+
+
+def test_cached_wheel_is_found_by_normalised_name_and_version(tmp_path: Path) -> None:
+    wheel = tmp_path / "PyYAML-6.0.2-cp311-cp311-manylinux_2_17_x86_64.whl"
+    wheel.write_bytes(b"zip")
+    assert wheelhouse._find(tmp_path, Package("pyyaml", "6.0.2"), TARGET) == wheel
+    assert wheelhouse._find(tmp_path, Package("pyyaml", "6.0.1"), TARGET) is None
+    local = tmp_path / "torch-2.3.0+cpu-cp311-cp311-linux_x86_64.whl"
+    local.write_bytes(b"zip")
+    assert wheelhouse._find(tmp_path, Package("torch", "2.3.0+cpu"), TARGET) == local
+
+
+def test_fetch_uses_the_cache_without_the_network(tmp_path: Path) -> None:
+    wheel = tmp_path / "six-1.16.0-py2.py3-none-any.whl"
+    wheel.write_bytes(b"zip")
+    wheels = wheelhouse.fetch([Package("six", "1.16.0")], TARGET, tmp_path, print)
+    assert wheels["six"].path == wheel and len(wheels["six"].sha256) == 64
+
+
+def test_a_vanished_local_source_is_named(tmp_path: Path) -> None:
+    gone = Package("mylib", "0.1", source="editable", url=f"file://{tmp_path}/gone")
+    with pytest.raises(WheelError, match="mylib: source folder .*gone no longer exists"):
+        wheelhouse.fetch([gone], TARGET, tmp_path / "cache", print)
+
+
+def test_a_local_source_is_built_to_a_wheel(tmp_path: Path) -> None:
+    src = tmp_path / "mylib"
+    (src / "mylib").mkdir(parents=True)
+    (src / "mylib" / "__init__.py").write_text("")
+    (src / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
+        '[project]\nname = "mylib"\nversion = "0.1"\n')
+    package = Package("mylib", "0.1", source="local", url=f"file://{src}")
+    wheels = wheelhouse.fetch([package], TARGET, tmp_path / "cache", print)
+    assert wheels["mylib"].path.name.startswith("mylib-0.1-py")
+    again = wheelhouse.fetch([package], TARGET, tmp_path / "cache", print)
+    assert again["mylib"].sha256 == wheels["mylib"].sha256  # cached: the lock's hash holds
