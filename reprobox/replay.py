@@ -11,7 +11,7 @@ import json
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
@@ -22,7 +22,7 @@ from reprobox.compare import Comparison, compare
 from reprobox.engine import ContainerSpec, Engine, Mount
 from reprobox.errors import BundleError, ReplayError
 from reprobox.fileio import atomic_write, sha256_file, staged_dir
-from reprobox.manifest import Manifest
+from reprobox.manifest import Manifest, Scalar
 
 STATE_DIR = ".reprobox-state"
 DEFAULT_TIMEOUT_S = 6 * 3600.0
@@ -210,10 +210,24 @@ def _notes(manifest: Manifest, bundle: Bundle, result: ReplayResult) -> list[str
     python_note = _python_note(bundle)
     if python_note:
         notes.append(python_note)
-    for key in ("numpy.version", "torch.version"):
-        original, replayed = manifest.determinism.state.get(key), result.state.get(key)
-        if original != replayed:
-            notes.append(f"{key} differs: original {original}, replay {replayed}")
+    notes.extend(_state_notes(manifest.determinism.state, result.state))
+    return notes
+
+
+_VERSION_KEYS = ("numpy.version", "torch.version")  # Python: see BuiltImage.python_note
+_RNG_KEYS = {"random.state_sha256": "Python's random", "numpy.state_sha256": "numpy's global RNG"}
+
+
+def _state_notes(original: Mapping[str, Scalar], replayed: Mapping[str, Scalar]) -> list[str]:
+    """What the shim saw differ between the two runs, in words."""
+    notes = [
+        f"{key} differs: original {original.get(key)}, replay {replayed.get(key)}"
+        for key in _VERSION_KEYS
+        if original.get(key) != replayed.get(key)
+    ]
+    for key, name in _RNG_KEYS.items():
+        if key in original and original.get(key) != replayed.get(key):
+            notes.append(f"{name} ended in another state: the run drew other random numbers")
     return notes
 
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import shutil
+import signal
+import subprocess
 import sys
 import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+import docker
 import pytest
 
 from reprobox import baseimage
@@ -119,3 +124,42 @@ def test_python_version_is_asked_of_an_unlabelled_image(
     docker_engine.tag(image_id, ref)
     chosen = baseimage.choose(docker_engine, "3.11.7", ref, print)
     assert chosen == BaseImage(ref, base_image.python_version, "user")
+
+
+INTERRUPTED_MAKE = """
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+from reprobox import baseimage
+from reprobox.engine import DockerEngine
+try:
+    baseimage.make(DockerEngine(), sys.argv[1], None, None, lambda line: print(line, flush=True))
+except KeyboardInterrupt:
+    print("INTERRUPTED", flush=True)
+"""
+
+
+def scratch_dirs() -> set[str]:
+    return {name for name in os.listdir("/var/tmp") if name.startswith("reprobox-base-")}
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("debootstrap", path="/usr/sbin:/sbin"),
+                    reason="bootstrapping needs root and debootstrap")
+def test_ctrl_c_during_make_leaves_no_folder_mount_or_tag(
+    docker_engine: DockerEngine, base_image: BaseImage
+) -> None:
+    client = docker.from_env()
+    tagged_before = client.images.get(base_image.ref).id
+    before = scratch_dirs()
+    make = subprocess.Popen([sys.executable, "-c", INTERRUPTED_MAKE, HOST_XY],
+                            stdout=subprocess.PIPE, text=True)
+    assert make.stdout is not None
+    for line in make.stdout:  # interrupt once debootstrap has mounted /proc in the chroot
+        if line.startswith("I: Installing core packages"):
+            break
+    make.send_signal(signal.SIGINT)
+    rest, _ = make.communicate(timeout=120)
+    assert "INTERRUPTED" in rest
+    assert scratch_dirs() == before
+    assert "/var/tmp/reprobox-base-" not in Path("/proc/self/mountinfo").read_text()
+    assert client.images.get(base_image.ref).id == tagged_before
+    client.close()

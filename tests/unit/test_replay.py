@@ -68,3 +68,12 @@ def test_project_root_needs_the_runs_layout(tmp_path: Path) -> None:
     assert replay_module.project_root(Bundle(tmp_path / ".reprobox" / "runs" / "r")) == tmp_path
     with pytest.raises(BundleError, match="not inside a project's .reprobox/runs/"):
         replay_module.project_root(Bundle(tmp_path / "elsewhere"))
+
+
+def test_state_differences_are_explained() -> None:
+    original = {"numpy.version": "2.1.3", "numpy.state_sha256": "aa", "random.state_sha256": "bb"}
+    replayed = {"numpy.version": "2.2.0", "numpy.state_sha256": "cc", "random.state_sha256": "bb"}
+    notes = replay_module._state_notes(original, replayed)
+    assert notes == ["numpy.version differs: original 2.1.3, replay 2.2.0",
+                     "numpy's global RNG ended in another state: the run drew other random numbers"]
+    assert replay_module._state_notes(original, dict(original)) == []
