@@ -174,7 +174,11 @@ def _build_and_verify(plan: _Plan, engine: Engine, log: Log) -> None:
         log(f"building {plan.tag} from a {tar_path.stat().st_size / 1e6:.1f} MB context")
         labels = {"reprobox.run-id": plan.bundle.run_id, "reprobox.tag": plan.tag}
         image_id = engine.build(tar_path, labels, log)
-    verify_packages(engine, image_id, plan.lock_text)
+    try:
+        verify_packages(engine, image_id, plan.lock_text)
+    except BaseException:
+        engine.remove_image(image_id)  # an unverified image must not linger, tagged or not
+        raise
     engine.tag(image_id, plan.tag)
     log(f"built {plan.tag}")
 

@@ -1,4 +1,8 @@
-"""The `reprobox` command: thin verbs over the library, one place that maps errors to exit codes."""
+"""The `reprobox` command: thin verbs over the library, one place that maps errors to exit codes.
+
+Each verb imports the modules it needs when it runs: `reprobox capture` must not pay for
+numpy, docker and jinja2 on every start (it aims to be faster than `pip freeze`).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,15 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from reprobox import __version__, baseimage, bundle, report
-from reprobox.build import BuiltImage, build
-from reprobox.capture import CaptureOptions, capture
-from reprobox.engine import DockerEngine
+from reprobox import __version__, bundle
 from reprobox.errors import ReproboxError
-from reprobox.replay import DEFAULT_TIMEOUT_S, compare_replay, read_result, replay
+
+if TYPE_CHECKING:
+    from reprobox.build import BuiltImage
 
 EXIT_NOT_REPRODUCED = 3
 Handler = Callable[[argparse.Namespace, Console], int]
@@ -50,6 +54,8 @@ def _print_error(err: Console, exc: ReproboxError, debug: bool) -> None:
 
 
 def _capture(args: argparse.Namespace, err: Console) -> int:
+    from reprobox.capture import CaptureOptions, capture
+
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
@@ -82,6 +88,9 @@ def _capture(args: argparse.Namespace, err: Console) -> int:
 
 
 def _base(args: argparse.Namespace, err: Console) -> int:
+    from reprobox import baseimage
+    from reprobox.engine import DockerEngine
+
     with err.status("making a base image with debootstrap") as status:
         made = baseimage.make(
             DockerEngine(),
@@ -101,6 +110,9 @@ def _build(args: argparse.Namespace, err: Console) -> int:
 
 
 def _do_build(args: argparse.Namespace, err: Console) -> BuiltImage:
+    from reprobox.build import build
+    from reprobox.engine import DockerEngine
+
     target = bundle.find(args.bundle)
     with err.status("building") as status:
 
@@ -114,8 +126,12 @@ def _do_build(args: argparse.Namespace, err: Console) -> BuiltImage:
 
 
 def _replay(args: argparse.Namespace, err: Console) -> int:
+    from reprobox.engine import DockerEngine
+    from reprobox.replay import DEFAULT_TIMEOUT_S, read_result, replay
+
     target = bundle.find(args.bundle)
-    folder = replay(target, DockerEngine(), _stdout_writer(), args.timeout)
+    timeout = args.timeout or DEFAULT_TIMEOUT_S
+    folder = replay(target, DockerEngine(), _stdout_writer(), timeout)
     result = read_result(folder)
     err.print(
         f"replay {result.replay_id}: exit code {result.exit_code}"
@@ -125,6 +141,9 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
 
 
 def _compare(args: argparse.Namespace, err: Console) -> int:
+    from reprobox import report
+    from reprobox.replay import compare_replay
+
     target = bundle.find(args.bundle)
     replay_dir = Path(args.replay) if args.replay else None
     _, comparison = compare_replay(target, replay_dir)
@@ -143,6 +162,8 @@ def _run(args: argparse.Namespace, err: Console) -> int:
 
 
 def _show(args: argparse.Namespace, err: Console) -> int:
+    from reprobox import report
+
     manifest = bundle.find(args.bundle).manifest()
     if args.json:
         print(json.dumps(manifest.to_dict(), indent=2))
@@ -256,7 +277,7 @@ def _add_bundle_verb(
         sub.add_argument(
             "--timeout",
             type=float,
-            default=DEFAULT_TIMEOUT_S,
+            default=None,
             help="stop the replay after this many seconds",
         )
     if name in ("compare", "run", "show"):

@@ -216,7 +216,12 @@ def write(manifest: Manifest, path: Path) -> None:
 # --- YAML dialect -------------------------------------------------------------------------
 
 
-class _QuotingDumper(yaml.SafeDumper):
+# libyaml's C emitter and parser when present: same bytes and rules, several times faster.
+_SafeDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _QuotingDumper(_SafeDumper):  # type: ignore[misc,valid-type]
     """SafeDumper that double-quotes every string so YAML 1.1 cannot re-type it."""
 
 
@@ -239,7 +244,7 @@ _QuotingDumper.add_representer(str, _quoted_str)
 _QuotingDumper.add_representer(dict, _plain_keys)
 
 
-class _StrictLoader(yaml.SafeLoader):
+class _StrictLoader(_SafeLoader):  # type: ignore[misc,valid-type]
     """SafeLoader that rejects duplicate keys instead of keeping the last one."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -251,7 +256,8 @@ class _StrictLoader(yaml.SafeLoader):
                     None, None, f"duplicate key {key!r}", key_node.start_mark
                 )
             seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
 
 
 def _yaml_where(exc: yaml.YAMLError) -> str:

@@ -18,6 +18,7 @@ class FakeEngine:
     run_exit_code: int = 0
     runs: list[ContainerSpec] = field(default_factory=list)
     builds: list[Path] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
 
     def ping(self) -> None:
         return None
@@ -27,6 +28,10 @@ class FakeEngine:
 
     def tag(self, image_id: str, ref: str) -> None:
         self.images.add(ref)
+
+    def remove_image(self, ref: str) -> None:
+        self.images.discard(ref)
+        self.removed.append(ref)
 
     def build(self, context_tar: Path, labels: Mapping[str, str],
               on_log: Callable[[str], None]) -> str:
