@@ -183,9 +183,16 @@ def make(
     suite: str | None,
     mirror: str | None,
     on_line: Callable[[str], None],
+    force: bool = False,
 ) -> BaseImage:
-    """Bootstrap a Debian base image with Python in /opt/venv; tag it only when it is complete."""
+    """Bootstrap a Debian base image with Python in /opt/venv; tag it only when it is complete.
+
+    An image already made is kept unless `force`: making one takes a minute and the network.
+    """
     xy, suite = _resolve_target(python_xy, suite)
+    if not force and engine.has_image(local_ref(xy, suite)):
+        return BaseImage(local_ref(xy, suite), python_version_in(engine, local_ref(xy, suite)),
+                         "local")
     debootstrap = _require_debootstrap()
     mirror = mirror or debian_mirror()
     ref = local_ref(xy, suite)

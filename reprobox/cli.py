@@ -98,6 +98,7 @@ def _base(args: argparse.Namespace, err: Console) -> int:
             args.suite,
             args.mirror,
             lambda line: status.update(line[:90]),
+            force=args.force,
         )
     err.print(f"base image {made.ref} (Python {made.python_version}) is ready")
     return 0
@@ -258,6 +259,7 @@ def _add_base(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     sub.add_argument("--python", help="Python X.Y (default: this interpreter's)")
     sub.add_argument("--suite", help="Debian suite (default: the one that ships that Python)")
     sub.add_argument("--mirror", help="Debian mirror URL (default: from the apt sources)")
+    sub.add_argument("--force", action="store_true", help="make it again even if it exists")
     _common(sub)
     sub.set_defaults(handler=_base)
 

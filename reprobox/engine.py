@@ -214,9 +214,13 @@ class DockerEngine:
         """
         repo, tag = _split_ref(ref)
         with _translated(f"pull {ref}"):
-            self.client  # noqa: B018 - connect (and report an unreachable daemon) first
+            api = self.client.api  # connects first, so an unreachable daemon is reported as such
+
+        def stream() -> Iterator[Any]:
+            return iter(api.pull(repo, tag=tag or "latest", stream=True, decode=True))
+
         try:
-            for chunk in _with_idle_timeout(lambda: self._pull_stream(repo, tag), timeout_s):
+            for chunk in _with_idle_timeout(stream, timeout_s):
                 if isinstance(chunk, dict) and chunk.get("error"):
                     raise _pull_failed(ref, chunk["error"])
         except requests.exceptions.ConnectionError as exc:
@@ -226,9 +230,6 @@ class DockerEngine:
             raise _pull_failed(ref, reason or exc) from exc
         except TimeoutError as exc:
             raise _pull_failed(ref, f"no answer within {timeout_s:g} s") from exc
-
-    def _pull_stream(self, repo: str, tag: str | None) -> Iterator[Any]:
-        return iter(self.client.api.pull(repo, tag=tag or "latest", stream=True, decode=True))
 
     def import_rootfs(self, tar_path: Path, ref: str, changes: Sequence[str] = ()) -> str:
         """`docker import` a root filesystem tarball; returns the image id ("" ref: untagged)."""

@@ -12,6 +12,7 @@ ReproboxError                  base: .hint, .exit_code = 1
 │   ├── BuildFailed            the image build failed (.log_tail)
 │   └── BuildVerificationError the installed set in the image differs from the lock
 ├── ReplayError                the container could not run or timed out, or an input changed
+├── UsageError                 arguments that parse but make no sense; exit code 2
 └── Interrupted                Ctrl-C; exit code 130, nothing half-written left behind
 ProbeUnavailable               NOT a ReproboxError: a probe could not answer; capture notes it
 ```
@@ -74,6 +75,12 @@ class BuildVerificationError(EngineError):
 
 class ReplayError(ReproboxError):
     """The replay container could not run, timed out, or an input changed since capture."""
+
+
+class UsageError(ReproboxError):
+    """The command line parsed but asks for something impossible (exit code 2, like argparse)."""
+
+    exit_code = 2
 
 
 class Interrupted(ReproboxError):

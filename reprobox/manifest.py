@@ -276,7 +276,10 @@ def _check_version(data: Mapping[str, Any], source: str) -> None:
             f"{source}: missing schema_version", hint="is this a reprobox manifest?"
         )
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ManifestError(f"{source}: schema_version must be a positive integer, got {version!r}")
+        raise ManifestError(
+            f"{source}: schema_version must be a positive integer, got {version!r}",
+            hint="the file was edited or is not a reprobox manifest",
+        )
     if version > SCHEMA_VERSION:
         raise ManifestError(
             f"{source}: written by a newer reprobox (schema {version}; this one reads up to "
@@ -368,7 +371,10 @@ def _build_dataclass(kind: Any, value: Any, source: str, where: str) -> Any:
     }
     missing = sorted(required - set(value))
     if missing:
-        raise ManifestError(f"{source}: missing field {_join(where, missing[0])!r}")
+        raise ManifestError(
+            f"{source}: missing field {_join(where, missing[0])!r}",
+            hint="the file is incomplete or was edited; capture the run again",
+        )
     args = {k: _from_plain(hints[k], v, source, _join(where, k)) for k, v in value.items()}
     return kind(**args)
 
@@ -379,4 +385,7 @@ def _join(where: str, name: str) -> str:
 
 def _fail(source: str, where: str, problem: str, value: Any) -> typing.NoReturn:
     shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
-    raise ManifestError(f"{source}: field {where!r}: {problem}, got {shown}")
+    raise ManifestError(
+        f"{source}: field {where!r}: {problem}, got {shown}",
+        hint="the file was edited or damaged; capture the run again",
+    )

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -114,8 +115,21 @@ def _input_mounts(bundle: Bundle, manifest: Manifest) -> tuple[Mount, ...]:
                 f"input {path} changed since capture (sha256 differs)",
                 hint="restore the original file; a replay on other data proves nothing",
             )
+        _check_readable(path)
         mounts.append(Mount(str(path), f"{render.PROJECT_DIR}/{record.path}", read_only=True))
     return tuple(mounts)
+
+
+def _check_readable(path: Path) -> None:
+    """The replay runs as uid 1000, which can read a mounted file only by its own mode bits."""
+    info = path.stat()
+    if not (
+        info.st_mode & stat.S_IROTH or (info.st_uid == render.UID and info.st_mode & stat.S_IRUSR)
+    ):
+        raise ReplayError(
+            f"input {path} is not readable by the replay's user (uid {render.UID})",
+            hint=f"make it world-readable: chmod o+r {path}",
+        )
 
 
 def _replay_id() -> str:

@@ -7,13 +7,15 @@ no wheel, are built with `pip wheel` from their recorded source.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +62,19 @@ def default_cache() -> Path:
 def fetch(packages: Sequence[Package], target: Target, cache: Path, log: Log) -> dict[str, Wheel]:
     """Return a wheel for every package, downloading or building the ones not yet cached."""
     cache.mkdir(parents=True, exist_ok=True)
+    with _locked(cache):
+        return _fetch(packages, target, cache, log)
+
+
+@contextlib.contextmanager
+def _locked(cache: Path) -> Iterator[None]:
+    """One reprobox at a time in a cache: pip renames files into place as another one reads."""
+    with (cache / ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _fetch(packages: Sequence[Package], target: Target, cache: Path, log: Log) -> dict[str, Wheel]:
     wheels: dict[str, Wheel] = {}
     index = [p for p in packages if p.source == "index"]
     missing = [p for p in index if _cached(cache, p, target) is None]

@@ -21,7 +21,7 @@ from reprobox import manifest as manifest_io
 from reprobox.bundle import RUNS_DIR, Bundle
 from reprobox.capture import environ, files, git, process, python_env, system
 from reprobox.capture.runner import Runner, subprocess_runner
-from reprobox.errors import CaptureError, ProbeUnavailable
+from reprobox.errors import CaptureError, ProbeUnavailable, UsageError
 from reprobox.fileio import atomic_write, staged_dir
 from reprobox.manifest import (
     SCHEMA_VERSION,
@@ -68,7 +68,7 @@ def capture(
 ) -> Bundle:
     """Run the command and write its bundle under `<project>/.reprobox/runs/<run-id>/`."""
     if not options.argv:
-        raise CaptureError("no command given", hint="usage: reprobox capture -- python train.py")
+        raise UsageError("no command given", hint="usage: reprobox capture -- python train.py")
     project = git.project_root(options.cwd.resolve(), runner)
     workdir = os.path.relpath(options.cwd.resolve(), project)
     inputs = tuple(

@@ -19,6 +19,16 @@ from reprobox.errors import BaseImageError, EngineError
 TEST_REPOSITORY = "reprobox-test"
 
 
+def unshared(dockerfile: str) -> str:
+    """Put a unique LABEL right after FROM, so no other build reuses (and races on) our layers.
+
+    The classic builder's cache is daemon-wide: a build by another test run that hits one of
+    our cached steps fails with "unknown parent image ID" when our teardown removes it.
+    """
+    first, _, rest = dockerfile.partition("\n")
+    return f"{first}\nLABEL reprobox.test.nonce={uuid.uuid4().hex}\n{rest}"
+
+
 @pytest.fixture(scope="session")
 def docker_engine() -> DockerEngine:
     """A DockerEngine on the real daemon; the Docker tier is skipped only if it is unreachable."""
@@ -71,7 +81,7 @@ def context_tar(tmp_path: Path) -> Callable[[str], Path]:
     """Write a build context holding only the given Dockerfile text; returns the tar's path."""
 
     def write(dockerfile: str) -> Path:
-        data = dockerfile.encode()
+        data = unshared(dockerfile).encode()
         path = tmp_path / f"context-{uuid.uuid4().hex[:8]}.tar"
         with tarfile.open(path, "w") as archive:
             info = tarfile.TarInfo("Dockerfile")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def app_image(
     """An image with a seeded, user-owned output folder, as reprobox's own images have."""
     dockerfile = (
         f"FROM {base_image.ref}\n"
+        f"LABEL reprobox.test.nonce={uuid.uuid4().hex}\n"  # no layer shared with other runs
         f"RUN mkdir -p {WORKDIR}/out && echo seeded > {WORKDIR}/out/seed.txt "
         f"&& chown -R 1000:1000 {WORKDIR}/out\n"
         f"WORKDIR {WORKDIR}\n"

@@ -118,7 +118,7 @@ def test_capture_of_a_missing_command_leaves_nothing(tmp_path: Path, capsys,
 def test_capture_without_command_is_an_error(tmp_path: Path, capsys,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert main(["capture"]) == 1
+    assert main(["capture"]) == 2
     assert "no command given" in capsys.readouterr().err
 
 

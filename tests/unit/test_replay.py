@@ -77,3 +77,12 @@ def test_state_differences_are_explained() -> None:
     assert notes == ["numpy.version differs: original 2.1.3, replay 2.2.0",
                      "numpy's global RNG ended in another state: the run drew other random numbers"]
     assert replay_module._state_notes(original, dict(original)) == []
+
+
+def test_an_input_the_container_user_cannot_read_is_refused(tmp_path: Path,
+                                                            sample_manifest: Manifest) -> None:
+    bundle, manifest, project = _bundle_with_input(tmp_path, sample_manifest, b"a\n")
+    (project / "data" / "train.csv").chmod(0o600)
+    with pytest.raises(ReplayError, match="not readable by the replay's user") as err:
+        replay_module._input_mounts(bundle, manifest)
+    assert "chmod o+r" in (err.value.hint or "")
