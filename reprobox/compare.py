@@ -95,6 +95,11 @@ def compare(expected_dir: Path, actual_dir: Path, outputs: Sequence[Output],
     declared = {_relative(o.path).as_posix() for o in outputs}
     results += [_extra(actual_dir, name) for name in _files_under(actual_dir)
                 if name not in declared]
+    return combine(results, notes)
+
+
+def combine(results: Sequence[OutputComparison], notes: Sequence[str] = ()) -> Comparison:
+    """One Comparison from per-output results: the overall verdict is the worst of them."""
     return Comparison(verdict=_overall(results), outputs=tuple(results), notes=tuple(notes))
 
 

@@ -63,6 +63,8 @@ class ContainerResult:
     exit_code: int
     timed_out: bool
     fetched: tuple[str, ...] = field(default=())
+    stdout: bytes = b""  # kept apart here; `on_output` saw both streams interleaved
+    stderr: bytes = b""
 
 
 class Engine(Protocol):
@@ -283,7 +285,9 @@ class DockerEngine:
                 volumes = _anonymous_volumes(container)
                 exit_code, timed_out = _start_and_wait(container, spec.timeout_s, on_output)
                 fetched = _fetch_all(container, spec.workdir, fetch, fetch_into)
-            return ContainerResult(exit_code=exit_code, timed_out=timed_out, fetched=fetched)
+                stdout = container.logs(stdout=True, stderr=False)
+                stderr = container.logs(stdout=False, stderr=True)
+            return ContainerResult(exit_code, timed_out, fetched, stdout, stderr)
         finally:
             self._discard(container, volumes)
 

@@ -19,11 +19,11 @@ from pathlib import Path, PurePosixPath
 from reprobox import render, seeding
 from reprobox.build import BuiltImage, read_built
 from reprobox.bundle import Bundle
-from reprobox.compare import Comparison, compare
+from reprobox.compare import Comparison, combine, compare, compare_file
 from reprobox.engine import ContainerSpec, Engine, Mount
 from reprobox.errors import BundleError, ReplayError
 from reprobox.fileio import atomic_write, sha256_file, staged_dir
-from reprobox.manifest import Manifest, Scalar
+from reprobox.manifest import Manifest, Output, Scalar
 
 STATE_DIR = ".reprobox-state"
 DEFAULT_TIMEOUT_S = 6 * 3600.0
@@ -145,18 +145,13 @@ def _run(
     replay_id: str,
     image: str,
 ) -> ReplayResult:
-    (staging / "logs").mkdir()
     fetched = staging / "fetched"
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     clock = time.monotonic()
-    with (staging / "logs" / "output.log").open("wb") as log:
-
-        def tee(chunk: bytes) -> None:
-            on_output(chunk)
-            log.write(chunk)
-
-        outcome = engine.run(spec, tee, fetch=fetch, fetch_into=fetched)
+    outcome = engine.run(spec, on_output, fetch=fetch, fetch_into=fetched)
     duration = round(time.monotonic() - clock, 3)
+    atomic_write(staging / "logs" / "stdout.log", outcome.stdout)  # as capture writes them
+    atomic_write(staging / "logs" / "stderr.log", outcome.stderr)
     state = seeding.read_state(_local(fetched, spec.workdir, fetch[-1]))
     _collect_outputs(fetched, spec.workdir, fetch[:-1], staging / "outputs")
     shutil.rmtree(fetched, ignore_errors=True)
@@ -200,17 +195,25 @@ def compare_replay(bundle: Bundle, replay_dir: Path | None = None) -> tuple[Path
             raise BundleError(f"{bundle.path}: no replays yet", hint="run `reprobox replay` first")
         replay_dir = replays[-1]
     result = read_result(replay_dir)
-    comparison = compare(
-        bundle.outputs_dir,
-        replay_dir / "outputs",
-        manifest.outputs,
-        _notes(manifest, bundle, result),
-    )
+    notes = _notes(manifest, bundle, result)
+    comparison = compare(bundle.outputs_dir, replay_dir / "outputs", manifest.outputs, notes)
+    if not manifest.outputs:
+        comparison = _compare_stdout(bundle, replay_dir, notes)
     atomic_write(
         replay_dir / "comparison.json",
         json.dumps(comparison.to_dict(), indent=2, sort_keys=True) + "\n",
     )
     return replay_dir, comparison
+
+
+def _compare_stdout(bundle: Bundle, replay_dir: Path, notes: list[str]) -> Comparison:
+    """With no output files, what the run printed is the only evidence: compare that."""
+    expected = bundle.logs_dir / "stdout.log"
+    if not expected.is_file():
+        return combine([], [*notes, "the run recorded no outputs and no stdout log"])
+    record = Output("stdout", sha256_file(expected), expected.stat().st_size)
+    result = compare_file(expected, replay_dir / "logs" / "stdout.log", record)
+    return combine([result], [*notes, "no output files were recorded: compared what it printed"])
 
 
 def _notes(manifest: Manifest, bundle: Bundle, result: ReplayResult) -> list[str]:

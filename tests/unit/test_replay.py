@@ -27,13 +27,17 @@ def test_spec_is_hardened_and_seeded(sample_manifest: Manifest) -> None:
     assert spec.env["OMP_NUM_THREADS"] == "1"  # captured env, passed on
 
 
-@pytest.mark.parametrize(("workdir", "container_path", "local"), [
-    ("/app", "/app/out/w.npy", "out/w.npy"),
-    ("/app/sub", "/app/sub/w.npy", "w.npy"),
-    ("/app/sub", "/app/out/w.npy", "app/out/w.npy"),
-])
-def test_fetched_paths_follow_the_engine_layout(workdir: str, container_path: str,
-                                                local: str) -> None:
+@pytest.mark.parametrize(
+    ("workdir", "container_path", "local"),
+    [
+        ("/app", "/app/out/w.npy", "out/w.npy"),
+        ("/app/sub", "/app/sub/w.npy", "w.npy"),
+        ("/app/sub", "/app/out/w.npy", "app/out/w.npy"),
+    ],
+)
+def test_fetched_paths_follow_the_engine_layout(
+    workdir: str, container_path: str, local: str
+) -> None:
     assert replay_module._local(Path("/r"), workdir, container_path) == Path("/r") / local
 
 
@@ -74,15 +78,49 @@ def test_state_differences_are_explained() -> None:
     original = {"numpy.version": "2.1.3", "numpy.state_sha256": "aa", "random.state_sha256": "bb"}
     replayed = {"numpy.version": "2.2.0", "numpy.state_sha256": "cc", "random.state_sha256": "bb"}
     notes = replay_module._state_notes(original, replayed)
-    assert notes == ["numpy.version differs: original 2.1.3, replay 2.2.0",
-                     "numpy's global RNG ended in another state: the run drew other random numbers"]
+    assert notes == [
+        "numpy.version differs: original 2.1.3, replay 2.2.0",
+        "numpy's global RNG ended in another state: the run drew other random numbers",
+    ]
     assert replay_module._state_notes(original, dict(original)) == []
 
 
-def test_an_input_the_container_user_cannot_read_is_refused(tmp_path: Path,
-                                                            sample_manifest: Manifest) -> None:
+def test_an_input_the_container_user_cannot_read_is_refused(
+    tmp_path: Path, sample_manifest: Manifest
+) -> None:
     bundle, manifest, project = _bundle_with_input(tmp_path, sample_manifest, b"a\n")
     (project / "data" / "train.csv").chmod(0o600)
     with pytest.raises(ReplayError, match="not readable by the replay's user") as err:
         replay_module._input_mounts(bundle, manifest)
     assert "chmod o+r" in (err.value.hint or "")
+
+
+def _printed_only(tmp_path: Path, sample_manifest: Manifest, printed: bytes) -> Bundle:
+    from reprobox import manifest as manifest_io
+    from reprobox.replay import ReplayResult
+
+    bundle = Bundle(tmp_path / ".reprobox" / "runs" / "r1")
+    (bundle.logs_dir).mkdir(parents=True)
+    manifest_io.write(replace(sample_manifest, outputs=()), bundle.manifest_path)
+    (bundle.logs_dir / "stdout.log").write_bytes(b"epoch 0: loss 0.5\nepoch 1: loss 0.25\n")
+    replay_dir = bundle.replays_dir / "x1"
+    (replay_dir / "logs").mkdir(parents=True)
+    (replay_dir / "logs" / "stdout.log").write_bytes(printed)
+    result = ReplayResult("x1", "img", 0, False, 1.0, "now", {})
+    (replay_dir / "replay.json").write_text(result.to_json())
+    return bundle
+
+
+def test_a_run_without_output_files_is_judged_by_what_it_printed(
+    tmp_path: Path, sample_manifest: Manifest
+) -> None:
+    same = _printed_only(
+        tmp_path / "a", sample_manifest, b"epoch 0: loss 0.5\nepoch 1: loss 0.25\n"
+    )
+    _, comparison = replay_module.compare_replay(same)
+    assert comparison.verdict == "identical" and comparison.outputs[0].path == "stdout"
+    assert any("compared what it printed" in note for note in comparison.notes)
+    other = _printed_only(
+        tmp_path / "b", sample_manifest, b"epoch 0: loss 0.5\nepoch 1: loss 0.3\n"
+    )
+    assert replay_module.compare_replay(other)[1].verdict == "different"
