@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from reprobox import __version__, lock, seeding
 from reprobox import manifest as manifest_io
@@ -61,6 +61,28 @@ class _Finished:
     exit_code: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Session:
+    """One capture in progress: what was asked, where it writes, what it noted on the way."""
+
+    options: CaptureOptions
+    project: Path
+    staging: Path
+    runner: Runner
+    notes: list[str] = field(default_factory=list)
+
+    def rel(self, path: str) -> str:
+        """A user-given path as a path relative to the project."""
+        absolute = (self.options.cwd / path).resolve()
+        try:
+            return absolute.relative_to(self.project).as_posix()
+        except ValueError:
+            raise CaptureError(
+                f"{path}: outside the project folder {self.project}",
+                hint="declare files inside the project (the git repository)",
+            ) from None
+
+
 def capture(
     options: CaptureOptions,
     runner: Runner = subprocess_runner,
@@ -70,31 +92,27 @@ def capture(
     if not options.argv:
         raise UsageError("no command given", hint="usage: reprobox capture -- python train.py")
     project = git.project_root(options.cwd.resolve(), runner)
-    workdir = os.path.relpath(options.cwd.resolve(), project)
-    inputs = tuple(
-        files.hash_record(project, _rel(project, options.cwd, p)) for p in options.inputs
-    )
     determinism = seeding.determinism(options.seed, options.threads, options.deterministic)
     final = project / RUNS_DIR / _run_id()
     _ignore_bundles(project)
     with staged_dir(final) as staging:
-        notes: list[str] = []
-        git_record = _git(project, staging, runner, notes)  # the code as it was before the run
+        session = _Session(options, project, staging, runner)
+        inputs = tuple(files.hash_record(project, session.rel(p)) for p in options.inputs)
+        git_record = _git(session)  # the code as it was before the run changed anything
         before = None if options.outputs else files.snapshot_mtimes(project)
-        finished, state = _execute(options, determinism, staging, terminal)
-        outputs = _outputs(project, options, before, staging)
-        manifest = _record(
-            options,
-            project,
-            workdir,
-            replace(determinism, state=state),
-            finished,
-            inputs,
-            outputs,
-            git_record,
-            staging,
-            runner,
-            notes,
+        finished, state = _execute(session, determinism, terminal)
+        outputs = _outputs(session, before)
+        manifest = Manifest(
+            schema_version=SCHEMA_VERSION,
+            created_by=f"reprobox {__version__}",
+            run=_run_record(session, finished),
+            determinism=replace(determinism, state=state),
+            **_environment(session, determinism.threads),
+            git=git_record,
+            inputs=inputs,
+            outputs=outputs,
+            source_files=_snapshot(session, {r.path for r in inputs} | {o.path for o in outputs}),
+            notes=tuple(session.notes),
         )
         manifest_io.write(manifest, staging / "manifest.yaml")
         atomic_write(staging / "requirements.lock", lock.dumps(manifest))
@@ -113,45 +131,30 @@ def _run_id() -> str:
     return f"{now}-{secrets.token_hex(3)}"
 
 
-def _rel(project: Path, cwd: Path, path: str) -> str:
-    absolute = (cwd / path).resolve()
-    try:
-        return absolute.relative_to(project).as_posix()
-    except ValueError:
-        raise CaptureError(
-            f"{path}: outside the project folder {project}",
-            hint="declare files inside the project (the git repository)",
-        ) from None
-
-
 def _execute(
-    options: CaptureOptions,
-    determinism: Determinism,
-    staging: Path,
-    terminal: tuple[BinaryIO, BinaryIO] | None,
+    session: _Session, determinism: Determinism, terminal: tuple[BinaryIO, BinaryIO] | None
 ) -> tuple[_Finished, dict[str, manifest_io.Scalar]]:
     """Run the command under the shim, teeing its output to the terminal and the logs."""
-    state_dir = staging / ".state"
+    state_dir = session.staging / ".state"
     state_dir.mkdir()
     env = seeding.process_env(determinism, str(seeding.SHIM_DIR), str(state_dir), os.environ)
-    (staging / "logs").mkdir()
+    logs = session.staging / "logs"
+    logs.mkdir()
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     clock = time.monotonic()
-    exit_code = process.run_teed(
-        options.argv, options.cwd, env, staging / "logs", terminal or process.terminal_streams()
-    )
+    streams = terminal or process.terminal_streams()
+    exit_code = process.run_teed(session.options.argv, session.options.cwd, env, logs, streams)
     finished = _Finished(started, round(time.monotonic() - clock, 3), exit_code)
     state = seeding.read_state(state_dir)
     shutil.rmtree(state_dir)
     return finished, state
 
 
-def _outputs(
-    project: Path, options: CaptureOptions, before: dict[str, tuple[int, int]] | None, staging: Path
-) -> tuple[Output, ...]:
+def _outputs(session: _Session, before: dict[str, tuple[int, int]] | None) -> tuple[Output, ...]:
     """Hash the outputs (declared, or else every file the run created or changed) and copy them."""
+    options, project = session.options, session.project
     if before is None:
-        paths = [_rel(project, options.cwd, p) for p in options.outputs]
+        paths = [session.rel(p) for p in options.outputs]
     else:
         paths = files.changed_files(before, files.snapshot_mtimes(project))
     records = []
@@ -159,34 +162,20 @@ def _outputs(
         record = files.hash_record(project, rel)
         stored = record.size <= OUTPUT_COPY_LIMIT
         if stored:
-            target = staging / "outputs" / rel
+            target = session.staging / "outputs" / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(project / rel, target)
         records.append(Output(rel, record.sha256, record.size, stored, options.rtol, options.atol))
     return tuple(records)
 
 
-def _record(
-    options: CaptureOptions,
-    project: Path,
-    workdir: str,
-    determinism: Determinism,
-    finished: _Finished,
-    inputs: tuple[FileRecord, ...],
-    outputs: tuple[Output, ...],
-    git_record: Git | None,
-    staging: Path,
-    runner: Runner,
-    notes: list[str],
-) -> Manifest:
-    python, blas = _python(options, runner, notes)
-    excluded = {r.path for r in inputs} | {o.path for o in outputs}
-    source = _snapshot(project, excluded, staging, runner, notes)
+def _run_record(session: _Session, finished: _Finished) -> Run:
+    options = session.options
     env, redacted, not_captured = environ.capture_env(os.environ, options.env_names)
-    run = Run(
+    return Run(
         argv=environ.mask_argv(options.argv),
-        project=project.name,
-        workdir=workdir,
+        project=session.project.name,
+        workdir=os.path.relpath(options.cwd.resolve(), session.project),
         started=finished.started,
         duration_s=finished.duration_s,
         exit_code=finished.exit_code,
@@ -194,33 +183,27 @@ def _record(
         env_redacted=redacted,
         env_not_captured=not_captured,
     )
-    return Manifest(
-        schema_version=SCHEMA_VERSION,
-        created_by=f"reprobox {__version__}",
-        run=run,
-        determinism=determinism,
-        python=python,
-        system=replace(_system(runner, notes), blas=blas),
-        git=git_record,
-        inputs=inputs,
-        outputs=outputs,
-        source_files=source,
-        notes=tuple(notes),
-    )
 
 
-def _python(
-    options: CaptureOptions, runner: Runner, notes: list[str]
-) -> tuple[Python, tuple[manifest_io.Blas, ...]]:
+def _environment(session: _Session, threads: int) -> dict[str, Any]:
+    """The `python` and `system` parts of the manifest."""
+    python, blas = _python(session)
+    # The probe ran outside the shim; the run itself had every BLAS pinned to this many threads.
+    blas = tuple(replace(b, num_threads=threads) for b in blas)
+    return {"python": python, "system": replace(_system(session), blas=blas)}
+
+
+def _python(session: _Session) -> tuple[Python, tuple[manifest_io.Blas, ...]]:
+    options = session.options
     executable = python_env.resolve_interpreter(options.argv, os.environ.get("PATH"))
     if executable is None:
         executable = sys.executable
-        notes.append(
+        session.notes.append(
             f"python: {options.argv[0]} is not a Python interpreter or script; "
             f"recorded reprobox's own interpreter {executable}"
         )
     try:
-        return python_env.probe(executable, runner)
+        return python_env.probe(executable, session.runner)
     except ProbeUnavailable as exc:
         raise CaptureError(
             f"cannot list the packages of {executable}: {exc}",
@@ -228,50 +211,41 @@ def _python(
         ) from None
 
 
-def _git(project: Path, staging: Path, runner: Runner, notes: list[str]) -> Git | None:
+def _git(session: _Session) -> Git | None:
     try:
-        record, diff = git.probe(project, runner)
+        record, diff = git.probe(session.project, session.runner)
     except ProbeUnavailable as exc:
-        notes.append(f"git: {exc}")
+        session.notes.append(f"git: {exc}")
         return None
     if diff:
-        atomic_write(staging / "git.diff", diff)
+        atomic_write(session.staging / "git.diff", diff)
     return record
 
 
-def _system(runner: Runner, notes: list[str]) -> System:
+def _system(session: _Session) -> System:
     try:
-        return system.probe(runner)
+        return system.probe(session.runner)
     except ProbeUnavailable as exc:
-        notes.append(f"system: {exc}")
-        return System(
-            "unknown",
-            "unknown",
-            "unknown",
-            "unknown",
-            "unknown",
-            "unknown",
-            "unknown",
-            os.cpu_count() or 1,
-        )
+        session.notes.append(f"system: {exc}")
+        u = "unknown"
+        return System(u, u, u, u, u, u, u, cpu_count=os.cpu_count() or 1)
 
 
-def _snapshot(
-    project: Path, excluded: set[str], staging: Path, runner: Runner, notes: list[str]
-) -> tuple[FileRecord, ...]:
+def _snapshot(session: _Session, excluded: set[str]) -> tuple[FileRecord, ...]:
     """Copy the project's allowlisted files into the bundle: the image is built from these."""
+    project, source_dir = session.project, session.staging / "source"
 
     def skipped(path: str, size: int) -> None:
-        notes.append(
+        session.notes.append(
             f"source: {path} ({size / 1e6:.0f} MB) left out of the image: too large; "
             "declare it with --input if the run reads it"
         )
 
     records = []
-    for rel in files.source_files(project, runner, excluded, on_skip=skipped):
-        target = staging / "source" / rel
+    for rel in files.source_files(project, session.runner, excluded, on_skip=skipped):
+        target = source_dir / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(project / rel, target)
         records.append(files.hash_record(project, rel))
-    (staging / "source").mkdir(exist_ok=True)
+    source_dir.mkdir(exist_ok=True)
     return tuple(records)
