@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import sys
 import tarfile
 import uuid
@@ -36,7 +37,10 @@ def docker_engine() -> DockerEngine:
     try:
         engine.ping()
     except EngineError as exc:
-        pytest.skip(f"Docker daemon unreachable, Docker tier skipped: {exc} ({exc.hint})")
+        reason = f"Docker daemon unreachable: {exc} ({exc.hint})"
+        if os.environ.get("REPROBOX_REQUIRE_DOCKER") == "1":  # CI: a skipped tier is a failure
+            pytest.fail(reason)
+        pytest.skip(f"{reason}; Docker tier skipped")
     return engine
 
 
