@@ -132,7 +132,8 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 from reprobox import baseimage
 from reprobox.engine import DockerEngine
 try:
-    baseimage.make(DockerEngine(), sys.argv[1], None, None, lambda line: print(line, flush=True))
+    baseimage.make(DockerEngine(), sys.argv[1], None, None, lambda line: print(line, flush=True),
+                   force=True)
 except KeyboardInterrupt:
     print("INTERRUPTED", flush=True)
 """

@@ -199,3 +199,13 @@ def test_make_needs_root(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_make_refuses_unsupported_version_before_anything_else() -> None:
     with pytest.raises(BaseImageError, match="Python 3.12"):
         baseimage.make(FakeEngine(), "3.12", None, None, print)  # type: ignore[arg-type]
+
+
+def test_make_keeps_an_image_already_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Present:
+        def has_image(self, ref: str) -> bool:
+            return ref == "reprobox/python:3.11-bookworm"
+
+    monkeypatch.setattr(baseimage, "python_version_in", lambda engine, ref: "3.11.2")
+    made = baseimage.make(Present(), "3.11", None, None, print)  # type: ignore[arg-type]
+    assert made == baseimage.BaseImage("reprobox/python:3.11-bookworm", "3.11.2", "local")
