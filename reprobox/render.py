@@ -9,11 +9,12 @@ from collections.abc import Sequence
 
 import jinja2
 
+from reprobox import seeding
 from reprobox.lock import locked_packages
 from reprobox.manifest import Manifest
 
 ENV_DIR = "/opt/reprobox/env"
-SHIM_DIR = "/opt/reprobox/shim"
+SHIM_DIR = seeding.CONTAINER_SHIM_DIR
 PROJECT_DIR = "/app"
 UID = 1000
 _PYTHON = re.compile(r"^python(\d+(\.\d+)?)?$")

@@ -17,7 +17,7 @@ ALLOWED: dict[str, set[str]] = {
     "fileio": set(),
     "manifest": {"errors", "fileio"},
     "lock": {"manifest"},
-    "render": {"manifest", "lock"},
+    "render": {"manifest", "lock", "seeding"},
     "compare": {"manifest", "errors", "fileio"},
     "seeding": {"manifest", "errors", "fileio"},
     "bundle": {"manifest", "errors", "fileio"},
