@@ -144,6 +144,12 @@ def test_timeout_kills(docker_engine: DockerEngine, app_image: str) -> None:
     assert time.monotonic() - started < 20
 
 
+def test_stdout_and_stderr_are_kept_apart(docker_engine: DockerEngine, app_image: str) -> None:
+    result, output = run_sh(docker_engine, app_image, "echo out; echo err >&2; echo out2")
+    assert result.stdout == b"out\nout2\n" and result.stderr == b"err\n"
+    assert "err" in output and "out2" in output  # the live stream shows both
+
+
 def test_fetch_extracts_files(docker_engine: DockerEngine, app_image: str, tmp_path: Path) -> None:
     into = tmp_path / "fetched"
     spec = ContainerSpec(

@@ -78,7 +78,8 @@ class Played:
         return {o["path"]: o["verdict"] for o in self.comparison()["outputs"]}
 
     def replay_log(self) -> str:
-        return (self.bundle.replays()[-1] / "logs" / "output.log").read_text()
+        logs = self.bundle.replays()[-1] / "logs"
+        return (logs / "stdout.log").read_text() + (logs / "stderr.log").read_text()
 
 
 @pytest.fixture(scope="module")
