@@ -7,11 +7,14 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${REPROBOX_VENV:-$repo/.venv}"
 
 [ -x "$venv/bin/reprobox" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q -e "$repo"; }
-export PATH="$venv/bin:$PATH"   # the examples' `python` is this venv's (it has numpy)
+reprobox() { "$venv/bin/reprobox" "$@"; }
 
 reprobox base                   # a local Debian base image with this Python; skipped if present
 
+# The experiments have their own environment, as a research project would: just numpy.
 work="$(mktemp -d)"
+python3 -m venv "$work/project-venv" && "$work/project-venv/bin/pip" install -q numpy
+export PATH="$work/project-venv/bin:$PATH"   # `python` below is the project's interpreter
 for example in numpy-sgd clock-noise; do
   echo "=== $example: capture -> build -> replay -> compare"
   cp -r "$repo/examples/$example" "$work/$example"

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from reprobox.build import BuiltImage
 
 EXIT_NOT_REPRODUCED = 3
+# Build-log lines shown only with --verbose (the spinner still shows them as they pass).
+_BUILD_CHATTER = (" ", "Processing ", "Looking in links", "Removing intermediate", "Installing")
 Handler = Callable[[argparse.Namespace, Console], int]
 
 
@@ -120,7 +122,7 @@ def _do_build(args: argparse.Namespace, err: Console) -> BuiltImage:
         def log(line: str) -> None:
             if line.strip():
                 status.update(line.strip()[:90])
-                if args.verbose or not line.startswith(" "):
+                if args.verbose or not line.startswith(_BUILD_CHATTER):
                     err.print(line.rstrip(), style="dim", markup=False, soft_wrap=True)
 
         return build(target, DockerEngine(), log, base_image=args.base_image)
@@ -136,7 +138,8 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
     result = read_result(folder)
     err.print(
         f"replay {result.replay_id}: exit code {result.exit_code}"
-        f"{' (timed out)' if result.timed_out else ''} -> {folder}"
+        f"{' (timed out)' if result.timed_out else ''} -> {folder}",
+        soft_wrap=True,
     )
     return 0 if result.exit_code == 0 and not result.timed_out else 1
 
