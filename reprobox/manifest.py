@@ -21,7 +21,7 @@ import yaml
 from reprobox.errors import ManifestError
 from reprobox.fileio import atomic_write
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added `gpu` and `cuda`; version 1 files are migrated on read
 Scalar = str | int | float | bool | None
 PackageSource = Literal["index", "local", "editable", "vcs", "url"]
 
@@ -36,6 +36,7 @@ class Package:
     url: str | None = None  # path or VCS/archive URL for non-index sources, credentials masked
     commit: str | None = None  # VCS commit id
     subdirectory: str | None = None
+    index_url: str | None = None  # the wheel index it needs besides the default one (torch +cu121)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,40 @@ class System:
     cpu_count: int
     cpu_flags: tuple[str, ...] = ()
     blas: tuple[Blas, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Gpu:
+    """One NVIDIA GPU on the host."""
+
+    index: int
+    name: str  # "NVIDIA H100 80GB HBM3"
+    uuid: str
+    memory_mib: int
+    compute_capability: str | None = None  # "9.0"; None where the driver cannot say
+    mig_mode: str | None = None  # "Enabled" / "Disabled"; None on GPUs without MIG
+    pci_bus_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Gpus:
+    """The host's NVIDIA driver and GPUs; `source="none"` records that there were none."""
+
+    source: Literal["nvml", "nvidia-smi", "none"]
+    driver_version: str | None = None  # "550.54.15"
+    cuda_driver_version: str | None = None  # newest CUDA the driver supports: "12.4"
+    devices: tuple[Gpu, ...] = ()
+    visible_devices: str | None = None  # CUDA_VISIBLE_DEVICES as the run saw it
+
+
+@dataclass(frozen=True, slots=True)
+class CudaStack:
+    """The CUDA the Python environment carries, read from its files (torch is not imported)."""
+
+    torch_version: str | None = None  # "2.4.0+cu121"
+    torch_cuda: str | None = None  # "12.1" (torch/version.py); None for CPU builds
+    libraries: Mapping[str, str] = field(default_factory=dict)  # nvidia-* wheels: name → version
+    frameworks: Mapping[str, str] = field(default_factory=dict)  # cupy/jax/tensorflow CUDA builds
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +183,8 @@ class Manifest:
     python: Python
     system: System
     git: Git | None = None
+    gpu: Gpus | None = None  # None: not probed (schema 1 manifests)
+    cuda: CudaStack | None = None
     inputs: tuple[FileRecord, ...] = ()
     outputs: tuple[Output, ...] = ()
     source_files: tuple[FileRecord, ...] = ()  # the project snapshot copied into the bundle
@@ -168,7 +205,7 @@ class Manifest:
         if not isinstance(data, Mapping):
             raise ManifestError(f"{source}: expected a mapping at the top level")
         _check_version(data, source)
-        return _from_plain(cls, data, source, "")  # type: ignore[no-any-return]
+        return _from_plain(cls, _migrate(data), source, "")  # type: ignore[no-any-return]
 
 
 def dumps(manifest: Manifest) -> str:
@@ -286,6 +323,14 @@ def _check_version(data: Mapping[str, Any], source: str) -> None:
             f"{SCHEMA_VERSION})",
             hint="upgrade reprobox: pip install -U reprobox",
         )
+
+
+def _migrate(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Bring an older manifest up to SCHEMA_VERSION in memory; the file is left as it is."""
+    if data["schema_version"] == 1:
+        # Version 1 had no GPU probe: absent `gpu`/`cuda` mean "not probed", as they do now.
+        data = {**data, "schema_version": 2}
+    return data
 
 
 def _to_plain(value: Any) -> Any:
