@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 
 from reprobox import __version__, bundle
 from reprobox.errors import ReproboxError
@@ -44,12 +45,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _print_error(err: Console, exc: ReproboxError, debug: bool) -> None:
     if debug:
         err.print_exception()
-    err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
-    if exc.hint:
-        err.print(f"[dim]hint:[/] {exc.hint}", soft_wrap=True)
     log_tail = getattr(exc, "log_tail", "")
     if log_tail:
-        err.print(f"[dim]last lines of the build log:[/]\n{log_tail}", markup=False)
+        err.print("last lines of the build log:", style="dim")
+        err.print(log_tail, markup=False, highlight=False)
+    # Messages name user files and values: escape them so `[...]` is never read as markup.
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+    if exc.hint:
+        err.print(f"[dim]hint:[/] {escape(exc.hint)}", soft_wrap=True)
 
 
 # --- handlers ---------------------------------------------------------------------------------

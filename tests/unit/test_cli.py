@@ -75,14 +75,18 @@ def test_show_prints_the_manifest(project: Path, capsys) -> None:
     assert "train.py" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("schema_version: 1\nrun: [", "not valid YAML"),
-    ("!!python/object/apply:os.system ['echo pwned']\n", "refused YAML"),
-    ("schema_version: 99\n", "newer reprobox"),
-    ("", "expected a mapping"),
-])
-def test_bad_manifest_is_one_line_error_naming_the_file(project: Path, capsys, content: str,
-                                                        message: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("schema_version: 1\nrun: [", "not valid YAML"),
+        ("!!python/object/apply:os.system ['echo pwned']\n", "refused YAML"),
+        ("schema_version: 99\n", "newer reprobox"),
+        ("", "expected a mapping"),
+    ],
+)
+def test_bad_manifest_is_one_line_error_naming_the_file(
+    project: Path, capsys, content: str, message: str
+) -> None:
     path = next((project / ".reprobox" / "runs").iterdir()) / "manifest.yaml"
     path.write_text(content)
     assert main(["show"]) == 1
@@ -106,8 +110,9 @@ def test_usage_errors_exit_2() -> None:
     assert exc.value.code == 2
 
 
-def test_capture_of_a_missing_command_leaves_nothing(tmp_path: Path, capsys,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_capture_of_a_missing_command_leaves_nothing(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["capture", "--", "no-such-command-xyz"]) == 1
     assert "no-such-command-xyz: cannot run" in capsys.readouterr().err
@@ -115,17 +120,43 @@ def test_capture_of_a_missing_command_leaves_nothing(tmp_path: Path, capsys,
     assert not runs.exists() or not any(runs.iterdir())
 
 
-def test_capture_without_command_is_an_error(tmp_path: Path, capsys,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_capture_without_command_is_an_error(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["capture"]) == 2
     assert "no command given" in capsys.readouterr().err
 
 
-def test_failed_command_is_recorded_and_said(tmp_path: Path, capsys,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_command_is_recorded_and_said(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["capture", "--", "python3", "-c", "import sys; sys.exit(4)"]) == 1
     assert "exited with 4" in capsys.readouterr().err
     (bundle,) = (tmp_path / ".reprobox" / "runs").iterdir()
     assert manifest_io.read(bundle / "manifest.yaml").run.exit_code == 4
+
+
+def test_error_text_is_not_read_as_markup(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["show", "[bold]weird[/bold]"]) == 1
+    assert "[bold]weird[/bold]: not a reprobox bundle" in capsys.readouterr().err
+
+
+def test_a_failed_build_shows_its_log_tail_then_the_error(capsys) -> None:
+    from rich.console import Console
+
+    from reprobox.cli import _print_error
+    from reprobox.errors import BuildFailed
+
+    console = Console(stderr=True, width=200)
+    _print_error(
+        console,
+        BuildFailed("the image build failed: boom", log_tail="Step 4/9 : RUN [x]\nboom"),
+        debug=False,
+    )
+    err = capsys.readouterr().err
+    assert err.index("last lines of the build log:") < err.index("RUN [x]") < err.index("error:")
