@@ -190,12 +190,11 @@ def make(
     An image already made is kept unless `force`: making one takes a minute and the network.
     """
     xy, suite = _resolve_target(python_xy, suite)
-    if not force and engine.has_image(local_ref(xy, suite)):
-        return BaseImage(local_ref(xy, suite), python_version_in(engine, local_ref(xy, suite)),
-                         "local")
+    ref = local_ref(xy, suite)
+    if not force and engine.has_image(ref):
+        return BaseImage(ref, python_version_in(engine, ref), "local")
     debootstrap = _require_debootstrap()
     mirror = mirror or debian_mirror()
-    ref = local_ref(xy, suite)
     with _scratch_dir() as work:
         rootfs = work / "rootfs"
         on_line(f"debootstrap {suite} from {mirror} (takes about a minute)")
@@ -206,7 +205,11 @@ def make(
         imported = engine.import_rootfs(rootfs_tar, "", changes=("ENV LANG=C.UTF-8",))
         labels = {LABEL_BASE: "1", LABEL_PYTHON: version, LABEL_SUITE: suite}
         on_line(f"creating the venv at {VENV}")
-        image_id = engine.build(_venv_context(imported, work / "context.tar"), labels, on_line)
+        try:
+            image_id = engine.build(_venv_context(imported, work / "context.tar"), labels, on_line)
+        except BaseException:
+            engine.remove_image(imported)  # on success it lives on as the tagged image's parent
+            raise
         engine.tag(image_id, ref)
     on_line(f"built {ref} (Python {version})")
     return BaseImage(ref=ref, python_version=version, origin="local")

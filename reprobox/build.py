@@ -16,7 +16,7 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from reprobox import baseimage, lock, render, seeding, wheelhouse
@@ -69,26 +69,26 @@ def build(
     base = baseimage.choose(engine, manifest.python.version, base_image, log)
     _check_python(manifest, base)
     cache = cache or wheelhouse.default_cache()
-    lock_text = _hashed_lock(bundle, manifest, base, cache, log)
+    lock_text, wheels = _hashed_lock(bundle, manifest, cache, log)
     dockerfile = render.dockerfile(manifest, base.ref)
     atomic_write(bundle.dockerfile_path, dockerfile)
     tag = image_tag(manifest, _fingerprint(bundle, dockerfile, lock_text, base))
-    plan = _Plan(bundle, manifest, dockerfile, lock_text, tag, cache)
+    plan = _Plan(bundle, manifest, dockerfile, lock_text, tag, cache, wheels)
     built = BuiltImage(tag, base.ref, base.python_version, manifest.python.version)
     if base.python_version != manifest.python.version:
         log(f"note: {built.python_note}")
     if engine.has_image(tag):
         log(f"image {tag} is up to date (nothing changed since it was built)")
-        built = BuiltImage(**{**asdict(built), "reused": True})
+        built = replace(built, reused=True)
     else:
         _build_and_verify(plan, engine, log)
-    atomic_write(bundle.path / "build.json", json.dumps(asdict(built), indent=2) + "\n")
+    atomic_write(bundle.build_record_path, json.dumps(asdict(built), indent=2) + "\n")
     return built
 
 
 def read_built(bundle: Bundle) -> BuiltImage:
     """The image recorded by the last `build` of this bundle."""
-    path = bundle.path / "build.json"
+    path = bundle.build_record_path
     try:
         return BuiltImage(**json.loads(path.read_text()))
     except FileNotFoundError:
@@ -120,17 +120,18 @@ def _check_python(manifest: Manifest, base: baseimage.BaseImage) -> None:
 
 
 def _hashed_lock(
-    bundle: Bundle, manifest: Manifest, base: baseimage.BaseImage, cache: Path, log: Log
-) -> str:
-    """The lock with wheel hashes: reused from the bundle when complete, else fetched."""
+    bundle: Bundle, manifest: Manifest, cache: Path, log: Log
+) -> tuple[str, dict[str, wheelhouse.Wheel] | None]:
+    """The lock with wheel hashes: reused from the bundle when complete (no wheels fetched
+    yet), else written from freshly fetched wheels (returned, so they are fetched once)."""
     if bundle.lock_path.is_file():
         existing = bundle.lock_path.read_text()
         if lock.is_hashed(existing, manifest):
-            return existing
+            return existing, None
     wheels = wheelhouse.fetch(lock.locked_packages(manifest), _target(manifest), cache, log)
     text = lock.dumps(manifest, {name: [w.sha256] for name, w in wheels.items()})
     atomic_write(bundle.lock_path, text)
-    return text
+    return text, wheels
 
 
 def _target(manifest: Manifest) -> wheelhouse.Target:
@@ -163,6 +164,7 @@ class _Plan:
     lock_text: str
     tag: str
     cache: Path
+    wheels: dict[str, wheelhouse.Wheel] | None  # None: the lock was reused, wheels not fetched yet
 
 
 def _build_and_verify(plan: _Plan, engine: Engine, log: Log) -> None:
@@ -201,7 +203,8 @@ def _assemble(context: Path, plan: _Plan, log: Log) -> None:
 
 def _link_wheels(folder: Path, plan: _Plan, log: Log) -> None:
     folder.mkdir()
-    for wheel in _cached_wheels(plan.manifest, plan.cache, plan.lock_text, log):
+    wheels = plan.wheels or _cached_wheels(plan.manifest, plan.cache, plan.lock_text, log)
+    for wheel in wheels.values():
         try:
             os.link(wheel.path, folder / wheel.path.name)
         except OSError:  # another filesystem: copy instead
@@ -210,7 +213,8 @@ def _link_wheels(folder: Path, plan: _Plan, log: Log) -> None:
 
 def _cached_wheels(
     manifest: Manifest, cache: Path, lock_text: str, log: Log
-) -> list[wheelhouse.Wheel]:
+) -> dict[str, wheelhouse.Wheel]:
+    """Wheels for a lock written earlier, each checked against the hash the lock pins."""
     pins = lock.loads(lock_text)
     wheels = wheelhouse.fetch(lock.locked_packages(manifest), _target(manifest), cache, log)
     for name, wheel in wheels.items():
@@ -221,7 +225,7 @@ def _cached_wheels(
                 hint="the wheel changed since the lock was written; "
                 "delete requirements.lock from the bundle to re-pin deliberately",
             )
-    return list(wheels.values())
+    return wheels
 
 
 def verify_packages(engine: Engine, image: str, lock_text: str) -> None:

@@ -57,9 +57,9 @@ class Bundle:
         return self.path / "replays"
 
     @property
-    def image_path(self) -> Path:
-        """The tag of the last image built from this bundle (one line)."""
-        return self.path / "image"
+    def build_record_path(self) -> Path:
+        """`build.json`: the image last built from this bundle."""
+        return self.path / "build.json"
 
     def manifest(self) -> Manifest:
         return manifest_io.read(self.manifest_path)

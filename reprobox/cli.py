@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -136,12 +136,14 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
     from reprobox.replay import DEFAULT_TIMEOUT_S, read_result, replay
 
     target = bundle.find(args.bundle)
-    timeout = args.timeout or DEFAULT_TIMEOUT_S
-    folder = replay(target, DockerEngine(), _stdout_writer(), timeout)
+    timeout = DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout
+    # With --json, stdout carries only the JSON: the run's own output goes to stderr.
+    shown = sys.stderr if getattr(args, "json", False) else sys.stdout
+    folder = replay(target, DockerEngine(), _writer(shown), timeout, args.memory)
     result = read_result(folder)
+    timed_out = " (timed out)" if result.timed_out else ""
     err.print(
-        f"replay {result.replay_id}: exit code {result.exit_code}"
-        f"{' (timed out)' if result.timed_out else ''} -> {folder}",
+        f"replay {result.replay_id}: exit code {result.exit_code}{timed_out} -> {folder}",
         soft_wrap=True,
     )
     return 0 if result.exit_code == 0 and not result.timed_out else 1
@@ -179,10 +181,10 @@ def _show(args: argparse.Namespace, err: Console) -> int:
     return 0
 
 
-def _stdout_writer() -> Callable[[bytes], None]:
+def _writer(stream: TextIO) -> Callable[[bytes], None]:
     def write(chunk: bytes) -> None:
-        sys.stdout.buffer.write(chunk)
-        sys.stdout.buffer.flush()
+        stream.buffer.write(chunk)
+        stream.buffer.flush()
 
     return write
 
@@ -286,8 +288,9 @@ def _add_bundle_verb(
             "--timeout",
             type=float,
             default=None,
-            help="stop the replay after this many seconds",
+            help="stop the replay after this many seconds (default: 6 hours)",
         )
+        sub.add_argument("--memory", help="memory limit for the replay, e.g. 8g (default: none)")
     if name in ("compare", "run", "show"):
         sub.add_argument("--json", action="store_true", help="machine-readable output")
     if name == "compare":

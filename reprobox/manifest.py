@@ -21,6 +21,7 @@ import yaml
 from reprobox.errors import ManifestError
 from reprobox.fileio import atomic_write
 
+SECRET_MASK = "***"  # what stands in a recorded argv, env value or log for a secret
 SCHEMA_VERSION = 2  # 2 added `gpu` and `cuda`; version 1 files are migrated on read
 Scalar = str | int | float | bool | None
 PackageSource = Literal["index", "local", "editable", "vcs", "url"]

@@ -13,7 +13,7 @@ import shutil
 import stat
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from reprobox import render, seeding
@@ -23,7 +23,7 @@ from reprobox.compare import Comparison, combine, compare, compare_file
 from reprobox.engine import ContainerSpec, Engine, Mount
 from reprobox.errors import BundleError, ReplayError
 from reprobox.fileio import atomic_write, sha256_file, staged_dir
-from reprobox.manifest import Manifest, Output, Scalar
+from reprobox.manifest import SECRET_MASK, Manifest, Output, Scalar
 
 STATE_DIR = ".reprobox-state"
 DEFAULT_TIMEOUT_S = 6 * 3600.0
@@ -50,6 +50,7 @@ def replay(
     engine: Engine,
     on_output: Callable[[bytes], None],
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    memory: str | None = None,
 ) -> Path:
     """Run the recorded command in the bundle's image; returns the replay's folder."""
     manifest = bundle.manifest()
@@ -60,7 +61,7 @@ def replay(
             f"image {built.tag} is not present",
             hint="run `reprobox build` to rebuild it from the bundle",
         )
-    spec = container_spec(manifest, built, _input_mounts(bundle, manifest), timeout_s)
+    spec = container_spec(manifest, built, _input_mounts(bundle, manifest), timeout_s, memory)
     fetch = [f"{render.PROJECT_DIR}/{o.path}" for o in manifest.outputs]
     fetch.append(f"{render.PROJECT_DIR}/{STATE_DIR}")
     final = bundle.replays_dir / _replay_id()
@@ -71,9 +72,14 @@ def replay(
 
 
 def container_spec(
-    manifest: Manifest, built: BuiltImage, mounts: tuple[Mount, ...], timeout_s: float
+    manifest: Manifest,
+    built: BuiltImage,
+    mounts: tuple[Mount, ...],
+    timeout_s: float,
+    memory: str | None = None,
 ) -> ContainerSpec:
     """The hardened container that replays `manifest`'s command."""
+    _refuse_masked_arguments(manifest.run.argv)
     state_dir = f"{render.PROJECT_DIR}/{STATE_DIR}"
     env = seeding.process_env(manifest.determinism, render.SHIM_DIR, state_dir, manifest.run.env)
     env["HOME"] = "/tmp"
@@ -86,7 +92,20 @@ def container_spec(
         mounts=mounts,
         writable_dir=render.PROJECT_DIR,
         timeout_s=timeout_s,
+        memory=memory,
     )
+
+
+def _refuse_masked_arguments(argv: tuple[str, ...]) -> None:
+    """Never run a command whose secret arguments were masked at capture: it is not the same run."""
+    masked = [i for i, arg in enumerate(argv) if SECRET_MASK in arg]
+    if masked:
+        raise ReplayError(
+            f"argument {masked[0]} of the recorded command held a secret, which reprobox never "
+            f"stores: {' '.join(argv)}",
+            hint="let the script read the secret from an environment variable instead "
+            "(replays run offline, so a credential is rarely needed)",
+        )
 
 
 def project_root(bundle: Bundle) -> Path:
@@ -196,13 +215,15 @@ def compare_replay(bundle: Bundle, replay_dir: Path | None = None) -> tuple[Path
         replay_dir = replays[-1]
     result = read_result(replay_dir)
     notes = _notes(manifest, bundle, result)
-    comparison = compare(bundle.outputs_dir, replay_dir / "outputs", manifest.outputs, notes)
-    if not manifest.outputs:
+    if manifest.outputs:
+        comparison = compare(bundle.outputs_dir, replay_dir / "outputs", manifest.outputs, notes)
+    else:
         comparison = _compare_stdout(bundle, replay_dir, notes)
-    atomic_write(
-        replay_dir / "comparison.json",
-        json.dumps(comparison.to_dict(), indent=2, sort_keys=True) + "\n",
-    )
+    if result.timed_out or result.exit_code != manifest.run.exit_code:
+        # A run that ended otherwise did not reproduce, whatever files it left behind.
+        comparison = replace(comparison, verdict="different")
+    text = json.dumps(comparison.to_dict(), indent=2, sort_keys=True) + "\n"
+    atomic_write(replay_dir / "comparison.json", text)
     return replay_dir, comparison
 
 

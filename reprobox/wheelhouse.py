@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -24,6 +25,8 @@ from reprobox.fileio import sha256_file
 from reprobox.manifest import Package
 
 Log = Callable[[str], None]
+# Folders of a source tree that a wheel build writes or that hold no source.
+_NOT_SOURCE = frozenset({"__pycache__", "build", "dist", "node_modules"})
 # manylinux_2_17 .. 2_36 covers every wheel that runs on Debian bookworm's glibc 2.36.
 _GLIBC_MINORS = range(5, 37)
 
@@ -150,7 +153,13 @@ def _build(package: Package, target: Target, cache: Path, log: Log) -> Path:
                 f"and building one from {spec} failed: {_last_line(result.stderr)}",
                 hint="install a wheel-providing version, or make the source reachable",
             )
-        destination = cache / "built" / built[0].name
+        if not _compatible(built[0].name[:-4].split("-")[-3:], target):
+            raise WheelError(
+                f"{package.name}: the wheel built here ({built[0].name}) does not install on "
+                f"Python {target.python_xy} in the image",
+                hint=f"run reprobox with Python {target.python_xy}, the run's own version",
+            )
+        destination = _built_dir(cache, package) / built[0].name
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(built[0], destination)
     return destination
@@ -180,7 +189,30 @@ def _source_spec(package: Package) -> str:
 
 
 def _cached(cache: Path, package: Package, target: Target) -> Path | None:
-    return _find(cache, package, target) or _find(cache / "built", package, target)
+    if package.source == "index":
+        return _find(cache, package, target) or _find(_built_dir(cache, package), package, target)
+    return _find(_built_dir(cache, package), package, target)
+
+
+def _built_dir(cache: Path, package: Package) -> Path:
+    """Built wheels are kept per source state: an edited local package is rebuilt, not reused."""
+    if package.source == "index":
+        return cache / "built" / "index"
+    if package.source in ("local", "editable"):
+        return cache / "built" / f"local-{_tree_state(Path(_source_spec(package)))}"
+    origin = f"{package.url}@{package.commit}#{package.subdirectory}"
+    return cache / "built" / f"{package.source}-{hashlib.sha256(origin.encode()).hexdigest()[:16]}"
+
+
+def _tree_state(root: Path) -> str:
+    """A digest of a source tree's file names, sizes and times: cheap, and changes on any edit."""
+    digest = hashlib.sha256(str(root).encode())
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _NOT_SOURCE)
+        for name in sorted(files):
+            info = (Path(folder) / name).stat()
+            digest.update(f"{folder}/{name}:{info.st_size}:{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def _find(cache: Path, package: Package, target: Target) -> Path | None:

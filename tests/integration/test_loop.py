@@ -143,7 +143,7 @@ def mixed(
 
 def test_numpy_sgd_reproduces_identically(sgd: Played) -> None:
     assert sgd.run.code == 0, sgd.run
-    assert "REPRODUCED" in sgd.run.out
+    assert "REPRODUCED (identical)" in sgd.run.out and "NOT REPRODUCED" not in sgd.run.out
     comparison = sgd.comparison()
     assert comparison["verdict"] == "identical" and comparison["reproduced"] is True
     assert {o["path"]: o["verdict"] for o in comparison["outputs"]} == {

@@ -57,9 +57,9 @@ def test_compare_different_exits_3_and_names_the_difference(project: Path, capsy
 
 def test_compare_table_and_exit_code_note(project: Path, capsys) -> None:
     _replay(project, np.arange(4, dtype=np.float64), exit_code=1)
-    assert main(["compare"]) == 0
+    assert main(["compare"]) == 3  # same files, but the replay failed: not the same run
     out = capsys.readouterr().out
-    assert "REPRODUCED" in out and "exit code differs: original 0, replay 1" in out
+    assert "NOT REPRODUCED" in out and "exit code differs: original 0, replay 1" in out
 
 
 def test_compare_without_replays_is_an_error_with_a_hint(project: Path, capsys) -> None:

@@ -124,3 +124,32 @@ def test_a_run_without_output_files_is_judged_by_what_it_printed(
         tmp_path / "b", sample_manifest, b"epoch 0: loss 0.5\nepoch 1: loss 0.3\n"
     )
     assert replay_module.compare_replay(other)[1].verdict == "different"
+
+
+@pytest.mark.parametrize(("exit_code", "timed_out"), [(1, False), (0, True)])
+def test_a_replay_that_ended_otherwise_did_not_reproduce(
+    tmp_path: Path, sample_manifest: Manifest, exit_code: int, timed_out: bool
+) -> None:
+    from reprobox.replay import ReplayResult
+
+    printed = b"epoch 0: loss 0.5\nepoch 1: loss 0.25\n"
+    bundle = _printed_only(tmp_path, sample_manifest, printed)
+    replay_dir = bundle.replays()[-1]
+    result = ReplayResult("x1", "img", exit_code, timed_out, 1.0, "now", {})
+    (replay_dir / "replay.json").write_text(result.to_json())
+    _, comparison = replay_module.compare_replay(bundle)
+    assert comparison.verdict == "different" and not comparison.reproduced
+    assert comparison.outputs[0].verdict == "identical"  # the files alone would have passed
+
+
+def test_a_command_with_a_masked_secret_is_not_replayed(sample_manifest: Manifest) -> None:
+    masked = replace(
+        sample_manifest,
+        run=replace(sample_manifest.run, argv=("python", "train.py", "--api-key", "***")),
+    )
+    with pytest.raises(ReplayError, match="argument 3 of the recorded command held a secret"):
+        replay_module.container_spec(masked, BUILT, (), 60.0)
+
+
+def test_memory_limit_is_passed_on(sample_manifest: Manifest) -> None:
+    assert replay_module.container_spec(sample_manifest, BUILT, (), 1.0, "8g").memory == "8g"

@@ -61,3 +61,17 @@ def test_a_local_source_is_built_to_a_wheel(tmp_path: Path) -> None:
     assert wheels["mylib"].path.name.startswith("mylib-0.1-py")
     again = wheelhouse.fetch([package], TARGET, tmp_path / "cache", print)
     assert again["mylib"].sha256 == wheels["mylib"].sha256  # cached: the lock's hash holds
+
+
+def test_an_edited_local_source_is_rebuilt_not_reused(tmp_path: Path) -> None:
+    src = tmp_path / "mylib"
+    (src / "mylib").mkdir(parents=True)
+    (src / "mylib" / "__init__.py").write_text("VALUE = 1\n")
+    (src / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
+        '[project]\nname = "mylib"\nversion = "0.1"\n')
+    package = Package("mylib", "0.1", source="editable", url=f"file://{src}")
+    first = wheelhouse.fetch([package], TARGET, tmp_path / "cache", print)["mylib"]
+    (src / "mylib" / "__init__.py").write_text("VALUE = 2  # edited, same version\n")
+    second = wheelhouse.fetch([package], TARGET, tmp_path / "cache", print)["mylib"]
+    assert second.path != first.path and second.sha256 != first.sha256
