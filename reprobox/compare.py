@@ -21,6 +21,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
+from fractions import Fraction
 from itertools import zip_longest
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, TextIO
@@ -33,6 +34,7 @@ from reprobox.manifest import Output
 
 Verdict = Literal["identical", "equivalent", "within_tolerance", "different", "missing", "extra"]
 OverallVerdict = Literal["identical", "equivalent", "within_tolerance", "different"]
+Number = int | float  # ints stay ints, so integers above 2**53 are compared exactly
 
 _RANK: dict[str, int] = {"identical": 0, "equivalent": 1, "within_tolerance": 2, "different": 3}
 _OVERALL: tuple[OverallVerdict, ...] = ("identical", "equivalent", "within_tolerance", "different")
@@ -44,6 +46,8 @@ _TEXT_SUFFIXES = frozenset({
 })
 _KIND_BY_SUFFIX = {".npy": "npy", ".npz": "npz", ".json": "json", ".csv": "csv", ".tsv": "csv"}
 _NUMBER_IN_TEXT = re.compile(r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)")
+_INTEGER = re.compile(r"\s*[-+]?\d+\s*")
+_UINT64_SPAN = 2.0**64
 _NUMBER_CELL = re.compile(
     r"\s*[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf|infinity)\s*", re.IGNORECASE)
 
@@ -263,7 +267,7 @@ class _Tally:
         at = None if equal else (where, reason)
         self.add(1, int(not equal), int(not equal), unequal_at=at, far_at=at)
 
-    def add_numbers(self, pairs: Sequence[tuple[float, float]], where: str, reason: str) -> None:
+    def add_numbers(self, pairs: Sequence[tuple[Number, Number]], where: str, reason: str) -> None:
         """Numbers that make up one value (one cell, one line), counted as that one value."""
         outcomes = [_number_outcome(e, a, self.rtol, self.atol) for e, a in pairs]
         equal = all(o[0] for o in outcomes)
@@ -298,16 +302,46 @@ class _Tally:
                                 n_total=self.n_total)
 
 
-def _number_outcome(expected: float, actual: float, rtol: float,
+def _number_outcome(expected: Number, actual: Number, rtol: float,
                     atol: float) -> tuple[bool, bool, float, float]:
     """(equal, close, |Δ|, relative Δ) of two numbers, NaN equal to NaN, as np.isclose does."""
-    if expected == actual or (math.isnan(expected) and math.isnan(actual)):
+    if isinstance(expected, int) and isinstance(actual, int):
+        return _integer_outcome(expected, actual, rtol, atol)
+    if expected == actual:  # exact even between an int and a float
+        return True, True, 0.0, 0.0
+    expected, actual = _as_float(expected), _as_float(actual)
+    if math.isnan(expected) and math.isnan(actual):
         return True, True, 0.0, 0.0
     finite = math.isfinite(expected) and math.isfinite(actual)
     diff = abs(actual - expected) if finite else math.inf
     close = finite and diff <= atol + rtol * abs(expected)
     relative = diff / abs(expected) if finite and expected else math.inf
     return False, close, diff, relative
+
+
+def _integer_outcome(expected: int, actual: int, rtol: float,
+                     atol: float) -> tuple[bool, bool, float, float]:
+    """Integers without rounding: 2**60 and 2**60 + 1 are one float64, yet they differ."""
+    if expected == actual:
+        return True, True, 0.0, 0.0
+    diff, reference = abs(actual - expected), abs(expected)
+    try:
+        close = diff <= Fraction(atol) + Fraction(rtol) * reference
+    except (OverflowError, ValueError):  # an infinite or NaN tolerance
+        close = diff <= atol + rtol * _as_float(reference)
+    try:
+        relative = diff / reference if reference else math.inf
+    except OverflowError:
+        relative = math.inf
+    return False, close, _as_float(diff), relative
+
+
+def _as_float(value: Number) -> float:
+    """`value` as a float; integers past the float range become ±inf instead of raising."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 # --- arrays: .npy and .npz --------------------------------------------------------------------
@@ -378,7 +412,9 @@ def _tally_arrays(expected: np.ndarray[Any, Any], actual: np.ndarray[Any, Any], 
     if expected.dtype.newbyteorder("<") != actual.dtype.newbyteorder("<"):
         return f"dtype {expected.dtype} in the original, {actual.dtype} in the replay"
     locate = functools.partial(_index, label, expected.shape)
-    tally_chunk = _tally_numeric_chunk if expected.dtype.kind in "iufc" else _tally_exact_chunk
+    kind = expected.dtype.kind
+    tally_chunk = (_tally_integer_chunk if kind in "iu" else
+                   _tally_numeric_chunk if kind in "fc" else _tally_exact_chunk)
     for offset, left, right in _flat_chunks(expected, actual):
         tally_chunk(left, right, _Locator(locate, offset), tally)
     return None
@@ -411,6 +447,44 @@ def _flat_chunks(expected: np.ndarray[Any, Any], actual: np.ndarray[Any, Any]
     for start in range(0, expected.shape[0], step):
         stop = start + step
         yield start * row, expected[start:stop].reshape(-1), actual[start:stop].reshape(-1)
+
+
+def _tally_integer_chunk(expected: np.ndarray[Any, Any], actual: np.ndarray[Any, Any],
+                         locator: _Locator, tally: _Tally) -> None:
+    """Integer arrays exactly: float64 would merge neighbours above 2**53 (2**60, 2**60 + 1)."""
+    equal = np.asarray(expected == actual)
+    if equal.all():
+        tally.add(expected.size)
+        return
+    diff = _integer_differences(expected, actual)
+    reference = np.abs(expected.astype(np.float64))
+    close = equal | _integer_close(diff, reference, tally.rtol, tally.atol)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = np.where(equal, 0.0, diff / reference)
+    tally.add(expected.size, int(np.count_nonzero(~equal)), int(np.count_nonzero(~close)),
+              float(diff.max()), float(relative.max()),
+              locator.first(~equal, expected, actual), locator.first(~close, expected, actual))
+
+
+def _integer_differences(expected: np.ndarray[Any, Any],
+                         actual: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """|actual - expected| as uint64, exact: every true difference fits, and the wrap-around
+    subtraction of the two's-complement bit patterns yields it."""
+    wide = np.int64 if expected.dtype.kind == "i" else np.uint64
+    left = expected.astype(wide).view(np.uint64)
+    right = actual.astype(wide).view(np.uint64)
+    with np.errstate(over="ignore"):
+        return np.where(actual >= expected, right - left, left - right)
+
+
+def _integer_close(diff: np.ndarray[Any, Any], reference: np.ndarray[Any, Any], rtol: float,
+                   atol: float) -> np.ndarray[Any, Any]:
+    """diff <= atol + rtol * reference, comparing the integer diff with the bound's floor."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        bound = np.floor(atol + rtol * reference)
+        unbounded = bound >= _UINT64_SPAN
+        usable = (bound > 0) & ~unbounded  # also False where the bound is NaN
+    return unbounded | (diff <= np.where(usable, bound, 0.0).astype(np.uint64))
 
 
 def _tally_numeric_chunk(expected: np.ndarray[Any, Any], actual: np.ndarray[Any, Any],
@@ -477,12 +551,21 @@ def _compare_json(expected: Path, actual: Path, output: Output) -> OutputCompari
 def _load_json(path: Path, side: str) -> Any:
     try:
         with path.open(encoding="utf-8") as handle:
-            return json.load(handle)
+            return json.load(handle, parse_float=_json_float)
     except json.JSONDecodeError as exc:
         raise _Unparseable(f"the {side}'s copy is not valid JSON ({exc.msg} at line "
                            f"{exc.lineno})") from None
     except (UnicodeDecodeError, RecursionError, ValueError) as exc:
         raise _Unparseable(f"the {side}'s copy is not readable JSON ({_clip(str(exc))})") from None
+
+
+class _OverflowedLiteral(str):
+    """A JSON number such as 1e400 that a float can only hold as inf: compared by its text."""
+
+
+def _json_float(text: str) -> float | _OverflowedLiteral:
+    value = float(text)
+    return _OverflowedLiteral(text) if math.isinf(value) else value
 
 
 def _walk_json(expected: Any, actual: Any, where: str, tally: _Tally) -> None:
@@ -494,11 +577,7 @@ def _walk_json(expected: Any, actual: Any, where: str, tally: _Tally) -> None:
         if len(expected) != len(actual):
             tally.add_exact(False, where, f"{len(expected)} items vs {len(actual)}")
     elif _is_json_number(expected) and _is_json_number(actual) and expected != actual:
-        reason = f"{expected!r} vs {actual!r}"
-        try:
-            tally.add_numbers([(float(expected), float(actual))], where, reason)
-        except OverflowError:  # integers beyond float range: they simply differ
-            tally.add_exact(False, where, reason)
+        tally.add_numbers([(expected, actual)], where, _clip(f"{expected!r} vs {actual!r}"))
     else:
         equal = expected == actual and type(expected) is type(actual) or (
             _is_json_number(expected) and _is_json_number(actual) and expected == actual)
@@ -525,6 +604,8 @@ def _json_path(where: str, key: str) -> str:
 
 
 def _short_json(value: Any) -> str:
+    if isinstance(value, _OverflowedLiteral):
+        return str(value)
     return _clip(json.dumps(value, allow_nan=True, sort_keys=True))
 
 
@@ -563,8 +644,9 @@ def _walk_csv(expected: Iterator[list[str]], actual: Iterator[list[str]], tally:
 def _tally_cell(expected: str, actual: str, where: str, tally: _Tally) -> None:
     if expected == actual:
         tally.add(1)
-    elif _NUMBER_CELL.fullmatch(expected) and _NUMBER_CELL.fullmatch(actual):
-        tally.add_numbers([(float(expected), float(actual))], where, f"{expected} vs {actual}")
+    elif (_NUMBER_CELL.fullmatch(expected) and _NUMBER_CELL.fullmatch(actual)
+          and (pair := _number_pair(expected, actual))):
+        tally.add_numbers([pair], where, f"{_clip(expected)} vs {_clip(actual)}")
     else:
         tally.add_exact(False, where, f"{_clip(expected)!r} vs {_clip(actual)!r}")
 
@@ -590,13 +672,41 @@ def _tally_line(expected: str | None, actual: str | None, where: str, tally: _Ta
         tally.add_exact(False, where, f"line missing in {side}")
         return
     reason = f"{_clip(left)!r} vs {_clip(right)!r}"
-    left_parts, right_parts = _NUMBER_IN_TEXT.split(left), _NUMBER_IN_TEXT.split(right)
-    if len(left_parts) != len(right_parts) or left_parts[::2] != right_parts[::2]:
+    pairs = _numbers_in_lines(left, right)
+    if pairs is None:
         tally.add_exact(False, where, reason)
-        return
-    pairs = [(float(e), float(a)) for e, a in zip(left_parts[1::2], right_parts[1::2],
-                                                  strict=True)]
-    tally.add_numbers(pairs, where, reason)
+    else:
+        tally.add_numbers(pairs, where, reason)
+
+
+def _numbers_in_lines(expected: str, actual: str) -> list[tuple[Number, Number]] | None:
+    """The numbers of two lines that differ only in numbers, or None when the text differs."""
+    left_parts, right_parts = _NUMBER_IN_TEXT.split(expected), _NUMBER_IN_TEXT.split(actual)
+    if len(left_parts) != len(right_parts) or left_parts[::2] != right_parts[::2]:
+        return None
+    pairs = [_number_pair(e, a) for e, a in zip(left_parts[1::2], right_parts[1::2], strict=True)]
+    numbers = [pair for pair in pairs if pair is not None]
+    return numbers if len(numbers) == len(pairs) else None
+
+
+def _number_pair(expected: str, actual: str) -> tuple[Number, Number] | None:
+    """Two numbers as written, or None when one overflows to ±inf and the texts differ:
+    1e400 and 1e500 are both inf as floats, yet they are not the same number."""
+    left, right = _parse_number(expected), _parse_number(actual)
+    overflowed = _overflowed(expected, left) or _overflowed(actual, right)
+    return None if overflowed and expected.strip() != actual.strip() else (left, right)
+
+
+def _parse_number(text: str) -> Number:
+    if _INTEGER.fullmatch(text):
+        with contextlib.suppress(ValueError):  # past int()'s digit limit: read as a float
+            return int(text)
+    return float(text)
+
+
+def _overflowed(text: str, value: Number) -> bool:
+    """True for a literal such as 1e400 that only parses to ±inf (unlike "inf" itself)."""
+    return isinstance(value, float) and math.isinf(value) and any(c.isdigit() for c in text)
 
 
 def _open_text(path: Path, newline: str | None) -> TextIO:

@@ -35,11 +35,13 @@ _SENSITIVE_NAME = re.compile(
     r"TOKEN|SECRET|PASSWORD|PASSWD|PWORD|API_?KEY|ACCESS_?KEY|PRIVATE|CREDENTIAL|AUTH"
     r"|(?:^|_)KEY(?:_|$)|(?:^|_)PAT(?:_|$)", re.IGNORECASE)
 _NOT_SENSITIVE = frozenset({"TOKENIZERS_PARALLELISM"})
-# argv words that mark the next value as a secret; whole words, so --tokenizer stays readable.
-_SECRET_WORDS = frozenset({"token", "secret", "password", "passwd", "pwd", "apikey", "auth",
-                           "key", "pat", "credential", "credentials", "secrets", "passphrase"})
-_SECRET_SUBSTRING = re.compile(r"password|passwd|secret|api_?key|access_?key|credential",
-                               re.IGNORECASE)
+# The last word of an argv flag that marks its value as a secret (--hf-token, db.password);
+# only the last word, so --token-budget, --auth-mode and num_key_value_heads stay readable.
+_SECRET_LAST_WORDS = frozenset({"token", "secret", "secrets", "password", "passwd", "pwd",
+                                "apikey", "credential", "credentials", "passphrase"})
+# "key" alone is a dict key or a sort key; it is a secret only after one of these words.
+_SECRET_KEY_QUALIFIERS = frozenset({"api", "access", "private", "secret", "wandb"})
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _ASSIGNMENT = re.compile(r"^([A-Za-z_][\w.-]*)=(.*)$", re.DOTALL)
 
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s?#@'\"<>]+@")
@@ -72,9 +74,15 @@ def is_sensitive_name(name: str) -> bool:
 
 
 def is_secret_option(name: str) -> bool:
-    """True for an argv option or override name that holds a secret: --api-key, db.password."""
-    words = re.split(r"[-_.]+", name.lstrip("-").lower())
-    return bool(_SECRET_WORDS.intersection(words)) or bool(_SECRET_SUBSTRING.search(name))
+    """True for an argv option or override name whose last word names a secret: --api-key."""
+    words = [word for word in re.split(r"[-_.]+", _CAMEL_BOUNDARY.sub("_", name.lstrip("-")))
+             if word]
+    if not words:
+        return False
+    last = words[-1].lower()
+    if last in _SECRET_LAST_WORDS:
+        return True
+    return last == "key" and len(words) > 1 and words[-2].lower() in _SECRET_KEY_QUALIFIERS
 
 
 def has_secret(text: str) -> bool:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
+import shutil
+import stat
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path, PurePosixPath
 
@@ -13,6 +16,10 @@ from reprobox.fileio import sha256_file
 from reprobox.manifest import FileRecord
 
 MAX_SOURCE_FILE_BYTES = 50 * 1000 * 1000
+# Outside git the snapshot is a walk; past these it is a home or data folder, not a project.
+MAX_WALK_BYTES = 500 * 1000 * 1000
+MAX_WALK_FILES = 20_000
+_COPY_CHUNK = 1 << 20
 # Folders that are never the experiment's source, found anywhere in the tree.
 SKIPPED_DIRS = frozenset({".reprobox", "__pycache__", "node_modules"})
 # Never copied into a build context, whatever git or the user says: they hold credentials.
@@ -39,6 +46,23 @@ def hash_record(project: Path, rel: str) -> FileRecord:
         raise CaptureError(f"{rel}: cannot read ({exc.strerror})", hint=hint) from None
 
 
+def copy_and_hash(project: Path, rel: str, target: Path) -> FileRecord:
+    """Copy `project/rel` to `target` (mode and times kept), hashing the bytes as they pass."""
+    digest, size = hashlib.sha256(), 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with (project / rel).open("rb") as source, target.open("wb") as copy:
+            while chunk := source.read(_COPY_CHUNK):
+                digest.update(chunk)
+                copy.write(chunk)
+                size += len(chunk)
+        shutil.copystat(project / rel, target)
+    except OSError as exc:
+        raise CaptureError(f"{rel}: cannot copy into the bundle ({exc.strerror or exc})",
+                           hint="check the file's permissions and the free disk space") from None
+    return FileRecord(PurePosixPath(rel).as_posix(), digest.hexdigest(), size)
+
+
 def is_denied(rel: str) -> bool:
     """True for paths that may hold credentials and so never leave the machine."""
     parts = PurePosixPath(rel).parts
@@ -57,13 +81,15 @@ def source_files(project: Path, runner: Runner, exclude: Collection[str],
     """The project files for the build context, sorted: git's view when in git, else a walk.
 
     Always minus the deny list, `exclude` (files or folders) and files over `max_bytes`;
-    `on_skip(path, size)` hears about each file left out for its size.
+    `on_skip(path, size)` hears about each file left out for its size. Outside git, a tree
+    over MAX_WALK_FILES files or MAX_WALK_BYTES bytes is a CaptureError.
     """
     candidates = _git_files(project, runner)
+    walked = candidates is None
     if candidates is None:
-        candidates = list(_walk(project))
+        candidates = list(_walk(project, max_files=MAX_WALK_FILES))
     excluded = {PurePosixPath(p).as_posix() for p in exclude}
-    chosen = []
+    chosen, total = [], 0
     for rel in sorted(set(candidates)):
         if is_denied(rel) or _under_any(rel, excluded) or not _inside_file(project, rel):
             continue
@@ -72,22 +98,46 @@ def source_files(project: Path, runner: Runner, exclude: Collection[str],
             if on_skip is not None:
                 on_skip(rel, size)
             continue
+        total += size
+        if walked and total > MAX_WALK_BYTES:
+            raise _too_big(project, f"over {MAX_WALK_BYTES / 1e6:.0f} MB")
         chosen.append(rel)
     return chosen
 
 
+def _too_big(project: Path, size: str) -> CaptureError:
+    return CaptureError(
+        f"{project}: {size} of files outside git; too large for a source snapshot",
+        hint="capture from the project folder itself, or make the project a git repository "
+             "(git-ignored data stays out of the image)")
+
+
 def _git_files(project: Path, runner: Runner) -> list[str] | None:
     """Tracked and untracked-not-ignored files, or None outside git."""
+    if not _inside_git(project, runner):
+        return None
     argv = ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"]
     try:
         result = runner(argv, cwd=project, timeout=120)
-    except ProbeUnavailable:
-        return None
+    except ProbeUnavailable as exc:
+        # never fall back to walking: a slow repository is often a huge one
+        raise CaptureError(f"{project}: cannot list the repository's files ({exc})",
+                           hint="retry; `git status` in the project shows what git is doing"
+                           ) from None
     if result.returncode != 0:
-        return None
+        raise CaptureError(f"{project}: git ls-files failed ({result.stderr.strip()[:200]})",
+                           hint="`git status` in the project shows what is wrong")
     venvs: dict[str, bool] = {}
     return [rel for rel in result.stdout.split("\0")
             if rel and not _in_skipped_dir(project, rel, venvs)]
+
+
+def _inside_git(project: Path, runner: Runner) -> bool:
+    try:
+        inside = runner(["git", "rev-parse", "--is-inside-work-tree"], cwd=project, timeout=60)
+    except ProbeUnavailable:
+        return False  # no git on this machine
+    return inside.returncode == 0 and inside.stdout.strip() == "true"
 
 
 def _in_skipped_dir(project: Path, rel: str, venvs: dict[str, bool]) -> bool:
@@ -104,11 +154,15 @@ def _in_skipped_dir(project: Path, rel: str, venvs: dict[str, bool]) -> bool:
     return False
 
 
-def _walk(project: Path) -> Iterator[str]:
+def _walk(project: Path, max_files: int | None = None) -> Iterator[str]:
     """Files under `project`, skipping hidden folders, bundles, caches and virtualenvs."""
+    seen = 0
     for folder, dirs, names in os.walk(project):
         dirs[:] = sorted(d for d in dirs if not _skip_dir(Path(folder) / d))
         base = Path(folder).relative_to(project)
+        seen += len(names)
+        if max_files is not None and seen > max_files:
+            raise _too_big(project, f"over {max_files} files")
         for name in names:
             yield (base / name).as_posix()
 
@@ -134,16 +188,20 @@ def _inside_file(project: Path, rel: str) -> bool:
 
 
 def snapshot_mtimes(project: Path) -> dict[str, tuple[int, int]]:
-    """(mtime_ns, size) of every file a walk sees, with the same skip and deny rules."""
+    """(mtime_ns, size) of every regular file a walk sees, with the same skip and deny rules.
+
+    Sockets, fifos and devices the run creates are not outputs: they cannot be copied or hashed.
+    """
     snapshot: dict[str, tuple[int, int]] = {}
     for rel in _walk(project):
         if is_denied(rel):
             continue
         try:
-            stat = (project / rel).stat()
+            info = (project / rel).stat()
         except OSError:
             continue  # vanished or a dangling link: not an output
-        snapshot[rel] = (stat.st_mtime_ns, stat.st_size)
+        if stat.S_ISREG(info.st_mode):
+            snapshot[rel] = (info.st_mtime_ns, info.st_size)
     return snapshot
 
 

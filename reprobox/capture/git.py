@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from reprobox.capture.environ import redact_text, strip_url_credentials
@@ -11,6 +12,12 @@ from reprobox.fileio import sha256_bytes
 from reprobox.manifest import Git
 
 DIFF_FILE = "git.diff"
+# `<transport>::<address>` runs git-remote-<transport>; the address is an ordinary URL.
+_REMOTE_HELPER = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*::)(.+)$", re.DOTALL)
+# `user:pass@` whose password holds a "/" (not URL-encoded): a URL parser sees no userinfo.
+_SLASHED_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@:\s]+:[^@\s]*@")
+_SSH_USER = re.compile(r"^([A-Za-z0-9+.-]*ssh[A-Za-z0-9+.-]*://[^/@:\s]+@)(.*)$",
+                       re.IGNORECASE | re.DOTALL)
 # Never let user config turn the diff into something else (external tools, colour, textconv).
 _DIFF = ("diff", "HEAD", "--binary", "--no-ext-diff", "--no-color", "--no-textconv")
 
@@ -68,7 +75,18 @@ def _remote(project: Path, runner: Runner) -> str | None:
     name = "origin" if "origin" in names else names[0]
     result = _git(runner, project, "remote", "get-url", name)
     url = result.stdout.strip()
-    return strip_url_credentials(url) if result.returncode == 0 and url else None
+    return clean_remote_url(url) if result.returncode == 0 and url else None
+
+
+def clean_remote_url(url: str) -> str:
+    """`url` without credentials, also behind a remote helper (`hg::https://u:pw@h/r`)."""
+    helper = _REMOTE_HELPER.match(url)
+    prefix, address = helper.groups() if helper else ("", url)
+    address = _SLASHED_USERINFO.sub(r"\1", strip_url_credentials(address))
+    # strip_url_credentials kept only a plain ssh user name; redact_text would mask it too
+    ssh_user = _SSH_USER.match(address)
+    kept, rest = ssh_user.groups() if ssh_user else ("", address)
+    return redact_text(prefix) + kept + redact_text(rest)
 
 
 def _checked(project: Path, runner: Runner, *args: str) -> RunOutput:

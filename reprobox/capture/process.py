@@ -52,9 +52,9 @@ def _start(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> subprocess
         return subprocess.Popen(
             list(argv), cwd=cwd, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-    except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+    except OSError as exc:  # not found, not executable, no #! line (ENOEXEC), bad cwd
         raise CaptureError(
-            f"{argv[0]}: cannot run ({exc.strerror})",
+            f"{argv[0]}: cannot run ({exc.strerror or exc})",
             hint="check the command after `--`; is it on PATH and executable?",
         ) from None
 
@@ -70,8 +70,23 @@ def _wait(process: subprocess.Popen[bytes]) -> int:
 
 
 def _tee(source: BinaryIO, terminal: BinaryIO, log: BinaryIO) -> None:
+    """Copy `source` to the log, then the terminal; a terminal gone (`| head`) stops only the echo.
+
+    Draining goes on whatever happens to the terminal, or the command would block on a full pipe.
+    """
+    echo = True
     with source:
         while chunk := source.read1(_CHUNK):  # type: ignore[attr-defined]
-            terminal.write(chunk)
-            terminal.flush()
             log.write(chunk)
+            if echo:
+                echo = _echo(terminal, chunk)
+
+
+def _echo(terminal: BinaryIO, chunk: bytes) -> bool:
+    """Show `chunk`; False once the terminal cannot take it (closed pipe, closed stream)."""
+    try:
+        terminal.write(chunk)
+        terminal.flush()
+    except (OSError, ValueError):
+        return False
+    return True

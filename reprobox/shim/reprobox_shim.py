@@ -119,7 +119,11 @@ def _scalar(value: object) -> Scalar:
 
 
 class _PostImportFinder:
-    """A sys.meta_path finder that runs a hook right after a watched top-level module executes."""
+    """A sys.meta_path finder that runs a hook right after a watched top-level module executes.
+
+    The hook stays registered until the module really executes: `importlib.util.find_spec`
+    (transformers probes for torch this way) asks for a spec without importing anything.
+    """
 
     def __init__(self) -> None:
         self.hooks: dict[str, Callable[[Any], None]] = {}
@@ -131,8 +135,12 @@ class _PostImportFinder:
         loader = getattr(spec, "loader", None)
         if spec is None or not hasattr(loader, "exec_module"):
             return None
-        spec.loader = _HookedLoader(loader, self.hooks.pop(fullname), fullname)
+        spec.loader = _HookedLoader(loader, self, fullname)
         return spec
+
+    def take_hook(self, fullname: str) -> Callable[[Any], None] | None:
+        """The hook for `fullname`, unregistered so that it runs once per process."""
+        return self.hooks.pop(fullname, None)
 
     def _spec_from_other_finders(self, fullname: str, path: Any, target: Any) -> Any:
         for finder in list(sys.meta_path):
@@ -148,9 +156,9 @@ class _PostImportFinder:
 class _HookedLoader:
     """Delegates to the real loader, then runs the hook; the module only ever sees the real one."""
 
-    def __init__(self, loader: Any, hook: Callable[[Any], None], name: str) -> None:
+    def __init__(self, loader: Any, finder: _PostImportFinder, name: str) -> None:
         self._loader = loader
-        self._hook = hook
+        self._finder = finder
         self._name = name
 
     def __getattr__(self, name: str) -> Any:
@@ -166,7 +174,9 @@ class _HookedLoader:
         if getattr(module, "__spec__", None) is not None:
             module.__spec__.loader = self._loader
         self._loader.exec_module(module)
-        _run_hook(self._hook, module, self._name)
+        hook = self._finder.take_hook(self._name)
+        if hook is not None:
+            _run_hook(hook, module, self._name)
 
 
 _finder = _PostImportFinder()

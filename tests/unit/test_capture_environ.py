@@ -109,3 +109,26 @@ def test_mask_argv_keeps_ordinary_arguments() -> None:
 
 def test_mask_argv_secret_flag_followed_by_flag_masks_nothing_else() -> None:
     assert mask_argv(["run", "--token", "--epochs", "3"]) == ("run", "--token", "--epochs", "3")
+
+
+@pytest.mark.parametrize("argv", [
+    ["model.num_key_value_heads=8"], ["--sort-key", "loss"], ["--token-budget", "100"],
+    ["--auth-mode", "none"], ["--key-column=label"], ["--num-key-value-heads", "8"],
+    ["--secret-sharing-rounds", "3"], ["--passwordless", "yes"], ["--sortKey", "loss"],
+])
+def test_mask_argv_keeps_ml_arguments_whose_secret_word_is_not_last(argv: list[str]) -> None:
+    assert mask_argv(argv) == tuple(argv)
+
+
+@pytest.mark.parametrize("flag", [
+    "--api-key", "--hf-token", "db.password", "--access-key", "--private-key", "--secret-key",
+    "--apiKey", "--pwd", "--db_passwd", "--gcp.credentials", "--ssh-passphrase", "--apikey",
+])
+def test_mask_argv_masks_flags_whose_last_word_is_a_secret(flag: str) -> None:
+    if flag.startswith("-"):
+        assert mask_argv([flag, "CANARY"]) == (flag, "***")
+    assert mask_argv([f"{flag}=CANARY"]) == (f"{flag}=***",)
+
+
+def test_mask_argv_scans_values_of_ordinary_flags_for_token_shapes() -> None:
+    assert mask_argv(["--sort-key", HF, f"x={GH}"]) == ("--sort-key", "***", "x=***")

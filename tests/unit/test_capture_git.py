@@ -130,3 +130,15 @@ def test_project_root_from_subfolder(repo: Path) -> None:
     assert git.project_root(sub, subprocess_runner) == repo
     record, _ = git.probe(sub, subprocess_runner)
     assert record.branch == "main"
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("hg::https://u:CANARYpw@h.example.org/r", "hg::https://h.example.org/r"),
+    ("https://u:pa/CANARY@h.example.org/r.git", "https://h.example.org/r.git"),
+    ("https://u:CANARY@h.example.org/r.git", "https://h.example.org/r.git"),
+    ("ssh://git@h.example.org/r.git", "ssh://git@h.example.org/r.git"),
+    ("git@h.example.org:o/r.git", "git@h.example.org:o/r.git"),
+])
+def test_remote_password_is_removed_in_any_url_form(repo: Path, url: str, expected: str) -> None:
+    _git(repo, "remote", "add", "origin", url)
+    assert git.probe(repo, subprocess_runner)[0].remote == expected

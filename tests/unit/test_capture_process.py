@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,27 @@ def test_a_command_that_cannot_start_is_a_capture_error(tmp_path: Path, argv: li
     with pytest.raises(CaptureError, match="cannot run") as error:
         run_teed(argv, tmp_path, os.environ, tmp_path, (io.BytesIO(), io.BytesIO()))
     assert error.value.hint
+
+
+def test_a_script_without_a_shebang_line_is_a_capture_error(tmp_path: Path) -> None:
+    script = tmp_path / "train.sh"
+    script.write_bytes(b"\x7fELF-not-really\n")
+    script.chmod(0o755)
+    with pytest.raises(CaptureError, match="cannot run"):
+        run_teed([str(script)], tmp_path, os.environ, tmp_path, (io.BytesIO(), io.BytesIO()))
+
+
+def test_a_closed_terminal_stops_the_echo_but_not_the_log(tmp_path: Path) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # like `reprobox capture -- ... | head` once head has exited
+    script = "import sys; sys.stdout.write('x' * 1_000_000); print('done', file=sys.stderr)"
+    result: list[int] = []
+    with open(write_end, "wb") as closed_terminal:
+        worker = threading.Thread(target=lambda: result.append(run_teed(
+            [sys.executable, "-c", script], tmp_path, os.environ, tmp_path,
+            (closed_terminal, io.BytesIO()))), daemon=True)
+        worker.start()
+        worker.join(timeout=60)  # before the fix the command blocked on its full pipe
+    assert result == [0]
+    assert (tmp_path / "stdout.log").stat().st_size == 1_000_000
+    assert (tmp_path / "stderr.log").read_bytes() == b"done\n"

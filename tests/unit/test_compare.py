@@ -482,3 +482,64 @@ def test_a_text_suffix_on_binary_content_falls_back_to_bytes(dirs: tuple[Path, P
                   lambda p: p.write_bytes(b"\xff\xfd"))
     assert (result.verdict, result.kind) == ("different", "bytes")
     assert "not valid UTF-8" in result.detail
+
+
+# --- integers stay exact, overflowing literals stay text ----------------------------------------
+
+BIG = 2**60  # above 2**53: BIG and BIG + 1 are the same float64
+
+
+def test_json_big_integers_differ_at_zero_tolerance(dirs: tuple[Path, Path]) -> None:
+    result = _one(dirs, "m.json", _json({"n": BIG}), _json({"n": BIG + 1}), rtol=0.0, atol=0.0)
+    assert (result.verdict, result.where, result.max_abs_diff) == ("different", "$.n", 1.0)
+
+
+def test_json_big_integers_use_an_exact_tolerance(dirs: tuple[Path, Path]) -> None:
+    result = _one(dirs, "m.json", _json({"n": BIG}), _json({"n": BIG + 3}), rtol=0.0, atol=2.0)
+    assert (result.verdict, result.max_abs_diff) == ("different", 3.0)
+
+
+@pytest.mark.parametrize("atol, verdict", [(0.0, "different"), (1.0, "within_tolerance")])
+def test_npy_int64_is_compared_exactly(dirs: tuple[Path, Path], atol: float, verdict: str) -> None:
+    result = _one(dirs, "steps.npy", _npy(np.array([7, BIG], np.int64)),
+                  _npy(np.array([7, BIG + 1], np.int64)), rtol=0.0, atol=atol)
+    assert (result.verdict, result.where, result.max_abs_diff) == (verdict, "steps[1]", 1.0)
+    assert "max |Δ| 1" in result.detail
+
+
+def test_npy_int64_extremes_do_not_overflow(dirs: tuple[Path, Path]) -> None:
+    info = np.iinfo(np.int64)
+    result = _one(dirs, "x.npy", _npy(np.array([info.min, info.max], np.int64)),
+                  _npy(np.array([info.max, info.max - 1], np.int64)), rtol=0.0, atol=0.0)
+    assert (result.verdict, result.where, result.n_different) == ("different", "x[0]", 2)
+    assert result.max_abs_diff == float(2**64 - 1)
+
+
+def test_csv_big_integers_differ_at_zero_tolerance(dirs: tuple[Path, Path]) -> None:
+    result = _one(dirs, "c.csv", _text(f"step,n\n1,{BIG}\n"), _text(f"step,n\n1,{BIG + 1}\n"),
+                  rtol=0.0, atol=0.0)
+    assert (result.verdict, result.where) == ("different", 'row 2, col "n"')
+    assert result.max_abs_diff == 1.0
+
+
+def test_text_big_integers_differ_at_zero_tolerance(dirs: tuple[Path, Path]) -> None:
+    result = _one(dirs, "run.log", _text(f"seen {BIG} tokens\n"), _text(f"seen {BIG + 1} tokens\n"),
+                  rtol=0.0, atol=0.0)
+    assert (result.verdict, result.where, result.max_abs_diff) == ("different", "line 1", 1.0)
+
+
+@pytest.mark.parametrize("name, left, right", [
+    ("c.csv", "x\n1e400\n", "x\n1e500\n"),
+    ("run.log", "norm 1e400\n", "norm 1e500\n"),
+    ("c.csv", "x\n1e400\n", "x\ninf\n"),
+    ("m.json", '{"x": 1e400}', '{"x": 1e500}'),
+])
+def test_numbers_that_overflow_to_inf_are_compared_as_text(dirs: tuple[Path, Path], name: str,
+                                                            left: str, right: str) -> None:
+    result = _one(dirs, name, _text(left), _text(right), rtol=1.0, atol=1.0)
+    assert (result.verdict, result.max_abs_diff) == ("different", None)
+
+
+def test_overflowing_literals_written_alike_are_equal(dirs: tuple[Path, Path]) -> None:
+    result = _one(dirs, "m.json", _text('{"x": 1e400, "y": 1}'), _text('{"y": 1, "x": 1e400}'))
+    assert result.verdict == "equivalent"

@@ -247,6 +247,20 @@ def test_hooked_modules_keep_their_real_loader(tmp_path: Path) -> None:
     assert _output(_run(script)) == ["SourceFileLoader", "SourceFileLoader"]
 
 
+def test_find_spec_before_the_import_keeps_the_hook(tmp_path: Path) -> None:
+    fake = _write(tmp_path / "fake", FAKE_TORCH)
+    script = _write(tmp_path, {"probe_first.py": """
+        import importlib.util, json
+        assert importlib.util.find_spec("numpy") and importlib.util.find_spec("torch")
+        import numpy, torch
+        print(json.dumps([numpy.random.rand(), torch.calls]))
+        """}) / "probe_first.py"
+
+    assert _output(_run(script, seed=7, extra_path=(fake,))) == [
+        np.random.RandomState(7).rand(),
+        [["manual_seed", 7], ["use_deterministic_algorithms", True, True]]]
+
+
 @pytest.mark.parametrize("seed", [11, None], ids=["seeded", "no-seed"])
 def test_an_existing_sitecustomize_is_chained(tmp_path: Path, seed: int | None) -> None:
     other = _write(tmp_path / "other", {"sitecustomize.py": """
