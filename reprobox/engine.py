@@ -480,22 +480,67 @@ def _fetch_all(
 
 
 def _fetch_one(container: Any, workdir: str, path: str, into: Path) -> bool:
-    """Copy one container path into `into`; False when it does not exist."""
+    """Copy one container path into `into`; False when nothing was written (absent, or a link
+    that leads nowhere fetchable)."""
     source = PurePosixPath(path)
     if not source.is_absolute():
         raise EngineError(f"cannot fetch {path}: container paths must be absolute",
                           hint="name outputs by their absolute path in the container")
     try:
-        chunks, _stat = container.get_archive(path)
+        chunks, stat = container.get_archive(path)
     except docker.errors.NotFound:
         return False
+    anchor = _anchor(source, workdir)
+    link_target = (stat or {}).get("linkTarget")
+    if link_target:  # the archive holds only the link, which extraction would skip
+        return _fetch_link_target(container, source, link_target, anchor, into)
+    with _spooled_archive(chunks) as archive:
+        return _extract_safely(archive, source.parent, anchor, into) > 0
+
+
+@contextlib.contextmanager
+def _spooled_archive(chunks: Any) -> Iterator[tarfile.TarFile]:
     with tempfile.TemporaryFile(prefix="reprobox-fetch-") as spool:
         for chunk in chunks:
             spool.write(chunk)
         spool.seek(0)
         with tarfile.open(fileobj=spool, mode="r:") as archive:
-            _extract_safely(archive, source.parent, _anchor(source, workdir), into)
+            yield archive
+
+
+def _fetch_link_target(container: Any, link: PurePosixPath, link_target: str,
+                       anchor: PurePosixPath, into: Path) -> bool:
+    """Write the regular file a container symlink points to under the link's own name.
+
+    Only targets inside the link's top folder (/work for /work/out/latest.pt) are followed,
+    so an output linked to /etc/passwd copies nothing out of the image.
+    """
+    target = _normalized(link.parent / link_target)  # Docker sends it absolute and resolved
+    top = PurePosixPath("/", *link.parts[1:2])
+    destination = _inside(into, link.relative_to(anchor))
+    if top not in target.parents or destination is None or link == anchor:
+        return False
+    try:
+        chunks, _stat = container.get_archive(str(target))
+    except docker.errors.NotFound:  # a dangling link
+        return False
+    with _spooled_archive(chunks) as archive:
+        member = next((m for m in archive if m.name == target.name), None)
+        if member is None or not member.isfile():  # a folder, or a link again: not followed
+            return False
+        _write_member(archive, member, destination)
     return True
+
+
+def _normalized(path: PurePosixPath) -> PurePosixPath:
+    """`path` with ".." applied lexically, never above "/" (the container's root)."""
+    parts: list[str] = []
+    for part in path.parts[1:]:
+        if part != "..":
+            parts.append(part)
+        elif parts:
+            parts.pop()
+    return PurePosixPath("/", *parts)
 
 
 def _anchor(source: PurePosixPath, workdir: str) -> PurePosixPath:
@@ -504,24 +549,35 @@ def _anchor(source: PurePosixPath, workdir: str) -> PurePosixPath:
     return root if source == root or root in source.parents else PurePosixPath("/")
 
 
+def _inside(into: Path, relative: PurePosixPath) -> Path | None:
+    """`into / relative` resolved, or None when that would land outside `into`."""
+    root = into.resolve()
+    target = (root / relative).resolve()
+    return target if target == root or root in target.parents else None
+
+
 def _extract_safely(
     archive: tarfile.TarFile, parent: PurePosixPath, anchor: PurePosixPath, into: Path
-) -> None:
-    """Write regular files and folders only; links, devices and escaping names are skipped."""
+) -> int:
+    """Write regular files and folders only; links, devices and escaping names are skipped.
+
+    Returns how many files and folders were written.
+    """
     into.mkdir(parents=True, exist_ok=True)
-    root = into.resolve()
+    written = 0
     for member in archive:
         name = PurePosixPath(member.name)
         if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()):
             continue
-        relative = (parent / name).relative_to(anchor)
-        target = (root / relative).resolve()
-        if target != root and root not in target.parents:
+        target = _inside(into, (parent / name).relative_to(anchor))
+        if target is None:
             continue
         if member.isdir():
             target.mkdir(parents=True, exist_ok=True)
-            continue
-        _write_member(archive, member, target)
+        else:
+            _write_member(archive, member, target)
+        written += 1
+    return written
 
 
 def _write_member(archive: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:

@@ -166,6 +166,29 @@ def test_fetch_extracts_files(docker_engine: DockerEngine, app_image: str, tmp_p
     assert "home = " in (into / "opt/venv/pyvenv.cfg").read_text()
 
 
+def test_fetch_follows_links_only_inside_the_top_folder(
+    docker_engine: DockerEngine, app_image: str, tmp_path: Path
+) -> None:
+    into = tmp_path / "fetched"
+    script = ("echo ck3 > out/ckpt_3.pt && ln -s ckpt_3.pt out/latest.pt "
+              "&& mkdir out/sub && ln -s ../ckpt_3.pt out/sub/up.pt "
+              "&& ln -s /etc/passwd out/passwd.pt && ln -s nowhere.pt out/dangling.pt "
+              "&& ln -s sub out/folder.pt")
+    spec = ContainerSpec(image=app_image, env={}, workdir=WORKDIR, writable_dir=f"{WORKDIR}/out",
+                         argv=("sh", "-c", script))
+    names = ("latest.pt", "sub/up.pt", "passwd.pt", "dangling.pt", "folder.pt")
+    result = docker_engine.run(spec, lambda chunk: None, fetch_into=into,
+                               fetch=tuple(f"{WORKDIR}/out/{name}" for name in names))
+    assert result.exit_code == 0
+    assert result.fetched == (f"{WORKDIR}/out/latest.pt", f"{WORKDIR}/out/sub/up.pt")
+    for name in ("latest.pt", "sub/up.pt"):
+        assert not (into / "out" / name).is_symlink()
+        assert (into / "out" / name).read_text() == "ck3\n"
+    for name in ("passwd.pt", "dangling.pt", "folder.pt"):
+        assert not (into / "out" / name).exists() and not (into / "out" / name).is_symlink()
+    assert not any(path.name == "passwd" for path in into.rglob("*"))
+
+
 def test_ctrl_c_leaves_no_container_or_volume(
     docker_engine: DockerEngine, app_image: str
 ) -> None:
