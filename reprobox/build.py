@@ -72,7 +72,8 @@ def build(
     lock_text, wheels = _hashed_lock(bundle, manifest, cache, log)
     dockerfile = render.dockerfile(manifest, base.ref)
     atomic_write(bundle.dockerfile_path, dockerfile)
-    tag = image_tag(manifest, _fingerprint(bundle, dockerfile, lock_text, base))
+    base_id = engine.image_id(base.ref)  # a re-made base under the same name is another base
+    tag = image_tag(manifest, _fingerprint(bundle, dockerfile, lock_text, base, base_id))
     plan = _Plan(bundle, manifest, dockerfile, lock_text, tag, cache, wheels)
     built = BuiltImage(tag, base.ref, base.python_version, manifest.python.version)
     if base.python_version != manifest.python.version:
@@ -139,15 +140,13 @@ def _target(manifest: Manifest) -> wheelhouse.Target:
     return wheelhouse.Target(xy, manifest.python.abi_tag, manifest.system.arch)
 
 
-def _fingerprint(bundle: Bundle, dockerfile: str, lock_text: str, base: baseimage.BaseImage) -> str:
+def _fingerprint(
+    bundle: Bundle, dockerfile: str, lock_text: str, base: baseimage.BaseImage, base_id: str
+) -> str:
+    """Everything the image is made from; the source snapshot enters through the manifest."""
     digest = hashlib.sha256()
-    for part in (
-        dockerfile,
-        lock_text,
-        bundle.manifest_path.read_text(),
-        base.ref,
-        base.python_version,
-    ):
+    manifest_text = bundle.manifest_path.read_text()
+    for part in (dockerfile, lock_text, manifest_text, base.ref, base_id, base.python_version):
         digest.update(part.encode() + b"\0")
     for path in sorted(seeding.SHIM_DIR.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")

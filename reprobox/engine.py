@@ -73,6 +73,7 @@ class Engine(Protocol):
     def ping(self) -> None: ...
     def has_image(self, ref: str) -> bool: ...
     def image_labels(self, ref: str) -> dict[str, str]: ...
+    def image_id(self, ref: str) -> str: ...
     def image_env(self, ref: str) -> dict[str, str]: ...
     def pull(self, ref: str, timeout_s: float = 20) -> None: ...
     def import_rootfs(self, tar_path: Path, ref: str, changes: Sequence[str] = ()) -> str: ...
@@ -198,6 +199,15 @@ class DockerEngine:
                 raise EngineError(f"image {ref} is not present locally",
                                   hint="`docker images` lists what is there") from exc
         return dict(attrs.get("Config") or {})
+
+    def image_id(self, ref: str) -> str:
+        """The content-derived id (`sha256:…`) of a local image."""
+        with _translated(f"inspect image {ref}"):
+            try:
+                return str(self.client.images.get(ref).id)
+            except docker.errors.ImageNotFound as exc:
+                raise EngineError(f"image {ref} is not present locally",
+                                  hint="`docker images` lists what is there") from exc
 
     def image_labels(self, ref: str) -> dict[str, str]:
         """The labels of a local image."""

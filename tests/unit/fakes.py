@@ -26,6 +26,9 @@ class FakeEngine:
     def has_image(self, ref: str) -> bool:
         return ref in self.images
 
+    def image_id(self, ref: str) -> str:
+        return f"sha256:{ref}"
+
     def tag(self, image_id: str, ref: str) -> None:
         self.images.add(ref)
 
