@@ -80,6 +80,10 @@ class Comparison:
         """True unless some output is different or missing."""
         return self.verdict != "different"
 
+    def to_json(self) -> str:
+        """Stable, indented JSON: what `compare --json` prints and each replay stores."""
+        return json.dumps(self.to_dict(), sort_keys=True, indent=2)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; non-finite floats become the strings "inf", "-inf" and "nan"."""
         return {

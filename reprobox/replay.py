@@ -222,8 +222,7 @@ def compare_replay(bundle: Bundle, replay_dir: Path | None = None) -> tuple[Path
     if result.timed_out or result.exit_code != manifest.run.exit_code:
         # A run that ended otherwise did not reproduce, whatever files it left behind.
         comparison = replace(comparison, verdict="different")
-    text = json.dumps(comparison.to_dict(), indent=2, sort_keys=True) + "\n"
-    atomic_write(replay_dir / "comparison.json", text)
+    atomic_write(replay_dir / "comparison.json", comparison.to_json() + "\n")
     return replay_dir, comparison
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 from collections.abc import Mapping, Sequence
 
@@ -43,7 +42,7 @@ def comparison_table(comparison: Comparison) -> RenderableType:
 
 def comparison_json(comparison: Comparison) -> str:
     """The comparison as stable, indented JSON (what `compare --json` prints and replays store)."""
-    return json.dumps(comparison.to_dict(), sort_keys=True, indent=2)
+    return comparison.to_json()
 
 
 def manifest_summary(manifest: Manifest) -> RenderableType:

@@ -32,10 +32,15 @@ from reprobox.manifest import (
     Output,
     Python,
     Run,
-    System,
 )
 
 OUTPUT_COPY_LIMIT = 1 << 30  # outputs larger than this are recorded by digest only
+LOG_NAMES = ("stdout.log", "stderr.log")
+_UNSEEDED_NOTE = (
+    "seeds: the command runs Python but no process reported the shim's state, so seeds were "
+    "probably not injected (python -I, -E or -S skips the shim; os._exit skips the report); "
+    "a replay may differ"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,20 +103,25 @@ def capture(
     with staged_dir(final) as staging:
         session = _Session(options, project, staging, runner)
         inputs = tuple(files.hash_record(project, session.rel(p)) for p in options.inputs)
-        git_record = _git(session)  # the code as it was before the run changed anything
+        # Everything describing the starting state is taken before the run can change it.
+        git_record = _git(session)
+        source = _snapshot(session, {record.path for record in inputs})
+        interpreter = python_env.resolve_interpreter(options.argv, os.environ.get("PATH"))
+        environment = _environment(session, interpreter, determinism.threads)
         before = None if options.outputs else files.snapshot_mtimes(project)
         finished, state = _execute(session, determinism, terminal)
-        outputs = _outputs(session, before)
+        if interpreter is not None and state.get("processes") == 0:
+            session.notes.append(_UNSEEDED_NOTE)
         manifest = Manifest(
             schema_version=SCHEMA_VERSION,
             created_by=f"reprobox {__version__}",
             run=_run_record(session, finished),
             determinism=replace(determinism, state=state),
-            **_environment(session, determinism.threads),
+            **environment,
             git=git_record,
             inputs=inputs,
-            outputs=outputs,
-            source_files=_snapshot(session, {r.path for r in inputs} | {o.path for o in outputs}),
+            outputs=_outputs(session, before),
+            source_files=source,
             notes=tuple(session.notes),
         )
         manifest_io.write(manifest, staging / "manifest.yaml")
@@ -144,10 +154,20 @@ def _execute(
     clock = time.monotonic()
     streams = terminal or process.terminal_streams()
     exit_code = process.run_teed(session.options.argv, session.options.cwd, env, logs, streams)
+    _redact_logs(logs)
     finished = _Finished(started, round(time.monotonic() - clock, 3), exit_code)
     state = seeding.read_state(state_dir)
     shutil.rmtree(state_dir)
     return finished, state
+
+
+def _redact_logs(logs: Path) -> None:
+    """Mask secrets the run printed; the terminal saw them, the bundle must not keep them."""
+    for name in LOG_NAMES:
+        raw = (logs / name).read_bytes()
+        redacted = environ.redact_bytes(raw)
+        if redacted != raw:
+            atomic_write(logs / name, redacted)
 
 
 def _outputs(session: _Session, before: dict[str, tuple[int, int]] | None) -> tuple[Output, ...]:
@@ -159,14 +179,17 @@ def _outputs(session: _Session, before: dict[str, tuple[int, int]] | None) -> tu
         paths = files.changed_files(before, files.snapshot_mtimes(project))
     records = []
     for rel in sorted(paths):
-        record = files.hash_record(project, rel)
-        stored = record.size <= OUTPUT_COPY_LIMIT
-        if stored:
-            target = session.staging / "outputs" / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(project / rel, target)
+        record, stored = _output_record(session, rel)
         records.append(Output(rel, record.sha256, record.size, stored, options.rtol, options.atol))
     return tuple(records)
+
+
+def _output_record(session: _Session, rel: str) -> tuple[FileRecord, bool]:
+    """The output's digest, and whether a copy is kept in the bundle (not when over the cap)."""
+    path = session.project / rel
+    if path.is_file() and path.stat().st_size <= OUTPUT_COPY_LIMIT:
+        return files.copy_and_hash(session.project, rel, session.staging / "outputs" / rel), True
+    return files.hash_record(session.project, rel), False  # also the error for a missing one
 
 
 def _run_record(session: _Session, finished: _Finished) -> Run:
@@ -185,21 +208,22 @@ def _run_record(session: _Session, finished: _Finished) -> Run:
     )
 
 
-def _environment(session: _Session, threads: int) -> dict[str, Any]:
+def _environment(session: _Session, interpreter: str | None, threads: int) -> dict[str, Any]:
     """The `python` and `system` parts of the manifest."""
-    python, blas = _python(session)
+    python, blas = _python(session, interpreter)
     # The probe ran outside the shim; the run itself had every BLAS pinned to this many threads.
     blas = tuple(replace(b, num_threads=threads) for b in blas)
-    return {"python": python, "system": replace(_system(session), blas=blas)}
+    return {"python": python, "system": replace(system.probe(session.runner), blas=blas)}
 
 
-def _python(session: _Session) -> tuple[Python, tuple[manifest_io.Blas, ...]]:
-    options = session.options
-    executable = python_env.resolve_interpreter(options.argv, os.environ.get("PATH"))
+def _python(
+    session: _Session, interpreter: str | None
+) -> tuple[Python, tuple[manifest_io.Blas, ...]]:
+    executable = interpreter
     if executable is None:
         executable = sys.executable
         session.notes.append(
-            f"python: {options.argv[0]} is not a Python interpreter or script; "
+            f"python: {session.options.argv[0]} is not a Python interpreter or script; "
             f"recorded reprobox's own interpreter {executable}"
         )
     try:
@@ -218,17 +242,8 @@ def _git(session: _Session) -> Git | None:
         session.notes.append(f"git: {exc}")
         return None
     if diff:
-        atomic_write(session.staging / "git.diff", diff)
+        atomic_write(session.staging / git.DIFF_FILE, diff)
     return record
-
-
-def _system(session: _Session) -> System:
-    try:
-        return system.probe(session.runner)
-    except ProbeUnavailable as exc:
-        session.notes.append(f"system: {exc}")
-        u = "unknown"
-        return System(u, u, u, u, u, u, u, cpu_count=os.cpu_count() or 1)
 
 
 def _snapshot(session: _Session, excluded: set[str]) -> tuple[FileRecord, ...]:
@@ -241,11 +256,6 @@ def _snapshot(session: _Session, excluded: set[str]) -> tuple[FileRecord, ...]:
             "declare it with --input if the run reads it"
         )
 
-    records = []
-    for rel in files.source_files(project, session.runner, excluded, on_skip=skipped):
-        target = source_dir / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(project / rel, target)
-        records.append(files.hash_record(project, rel))
-    source_dir.mkdir(exist_ok=True)
-    return tuple(records)
+    source_dir.mkdir()
+    return tuple(files.copy_and_hash(project, rel, source_dir / rel)
+                 for rel in files.source_files(project, session.runner, excluded, on_skip=skipped))

@@ -99,6 +99,12 @@ def redact_text(text: str) -> str:
     return _SECRET_ASSIGNMENT.sub(rf"\1{MASK}", text)
 
 
+def redact_bytes(data: bytes) -> bytes:
+    """`redact_text` over raw output; undecodable bytes pass through unchanged."""
+    text = data.decode("utf-8", "surrogateescape")
+    return redact_text(text).encode("utf-8", "surrogateescape")
+
+
 def strip_url_credentials(url: str) -> str:
     """Drop userinfo from `scheme://user:pass@host/...`; keep scp-style `git@host:path` as is.
 

@@ -8,6 +8,7 @@ from reprobox.capture.environ import (
     capture_env,
     has_secret,
     mask_argv,
+    redact_bytes,
     redact_text,
     strip_url_credentials,
 )
@@ -132,3 +133,8 @@ def test_mask_argv_masks_flags_whose_last_word_is_a_secret(flag: str) -> None:
 
 def test_mask_argv_scans_values_of_ordinary_flags_for_token_shapes() -> None:
     assert mask_argv(["--sort-key", HF, f"x={GH}"]) == ("--sort-key", "***", "x=***")
+
+
+def test_redact_bytes_masks_tokens_and_keeps_binary_bytes() -> None:
+    data = b"\x00\xff\xfe loss=0.5 " + HF.encode() + b" \x89PNG\r\n\x1a\n caf\xc3\xa9"
+    assert redact_bytes(data) == b"\x00\xff\xfe loss=0.5 *** \x89PNG\r\n\x1a\n caf\xc3\xa9"

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from reprobox.capture import files
-from reprobox.capture.runner import subprocess_runner
+from reprobox.capture.runner import RunOutput, subprocess_runner
 from reprobox.errors import CaptureError
 from reprobox.fileio import sha256_bytes
 
@@ -130,3 +132,54 @@ def test_changed_files_finds_new_and_modified_outputs(project: Path) -> None:
 
 def test_changed_files_ignores_deleted() -> None:
     assert files.changed_files({"a": (1, 1), "b": (1, 1)}, {"a": (1, 1)}) == []
+
+
+def test_snapshot_outside_git_over_the_file_count_is_an_error(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(files, "MAX_WALK_FILES", 5)
+    with pytest.raises(CaptureError, match=f"{project}: over 5 files") as error:
+        files.source_files(project, subprocess_runner, exclude=())
+    assert error.value.hint and "git repository" in error.value.hint
+
+
+def test_snapshot_outside_git_over_the_byte_total_is_an_error(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(files, "MAX_WALK_BYTES", 100)
+    (project / "a.bin").write_bytes(b"x" * 60)
+    (project / "b.bin").write_bytes(b"x" * 60)  # each under the per-file cap, together over
+    with pytest.raises(CaptureError, match=f"{project}: over 0 MB"):
+        files.source_files(project, subprocess_runner, exclude=())
+
+
+def test_git_caps_nothing_but_a_git_ls_files_timeout_is_an_error(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(files, "MAX_WALK_FILES", 5)
+    _git(project, "init", "-q")
+    assert "train.py" in files.source_files(project, subprocess_runner, exclude=())
+
+    def impatient(argv: Sequence[str], cwd: Path | None = None, timeout: float = 30) -> RunOutput:
+        # real git, with no time to answer ls-files: the runner's own timeout fires
+        return subprocess_runner(argv, cwd, 1e-6 if "ls-files" in argv else timeout)
+
+    with pytest.raises(CaptureError, match="cannot list the repository's files"):
+        files.source_files(project, impatient, exclude=())
+
+
+def test_snapshot_mtimes_keeps_only_regular_files(project: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(project / "s.sock"))
+        os.mkfifo(project / "pipe")
+        snapshot = files.snapshot_mtimes(project)
+    assert "s.sock" not in snapshot and "pipe" not in snapshot and "train.py" in snapshot
+
+
+def test_copy_and_hash_copies_bytes_mode_and_times(project: Path, tmp_path: Path) -> None:
+    source = project / "src" / "model.py"
+    source.chmod(0o750)
+    os.utime(source, ns=(10**18, 10**18))
+    target = tmp_path / "copy" / "src" / "model.py"
+    record = files.copy_and_hash(project, "src/model.py", target)
+    assert record == files.hash_record(project, "src/model.py")
+    assert target.read_bytes() == source.read_bytes()
+    assert (target.stat().st_mode, target.stat().st_mtime_ns) == (
+        source.stat().st_mode, 10**18)
