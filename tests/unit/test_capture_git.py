@@ -16,15 +16,7 @@ from reprobox.fileio import sha256_bytes
 CANARY_REMOTE = "https://user:ghp_SECRETCANARY@git.example.org/x.git"
 
 
-@pytest.fixture(autouse=True)
-def _isolated_git(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No user or system config, a fixed identity."""
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "no-global-config"))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
-    for role in ("AUTHOR", "COMMITTER"):
-        monkeypatch.setenv(f"GIT_{role}_NAME", "Test")
-        monkeypatch.setenv(f"GIT_{role}_EMAIL", "test@example.org")
+pytestmark = pytest.mark.usefixtures("isolated_git")
 
 
 def _git(repo: Path, *args: str) -> str:

@@ -49,14 +49,19 @@ def test_a_vanished_local_source_is_named(tmp_path: Path) -> None:
         wheelhouse.fetch([gone], TARGET, tmp_path / "cache", print)
 
 
-def test_a_local_source_is_built_to_a_wheel(tmp_path: Path) -> None:
+def _local_source(tmp_path: Path, source: str) -> tuple[Path, Package]:
+    """A real buildable project folder, recorded as a `source` package."""
     src = tmp_path / "mylib"
     (src / "mylib").mkdir(parents=True)
-    (src / "mylib" / "__init__.py").write_text("")
+    (src / "mylib" / "__init__.py").write_text("VALUE = 1\n")
     (src / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
         '[project]\nname = "mylib"\nversion = "0.1"\n')
-    package = Package("mylib", "0.1", source="local", url=f"file://{src}")
+    return src, Package("mylib", "0.1", source=source, url=f"file://{src}")  # type: ignore[arg-type]
+
+
+def test_a_local_source_is_built_to_a_wheel(tmp_path: Path) -> None:
+    _, package = _local_source(tmp_path, "local")
     wheels = wheelhouse.fetch([package], TARGET, tmp_path / "cache", print)
     assert wheels["mylib"].path.name.startswith("mylib-0.1-py")
     again = wheelhouse.fetch([package], TARGET, tmp_path / "cache", print)
@@ -64,13 +69,7 @@ def test_a_local_source_is_built_to_a_wheel(tmp_path: Path) -> None:
 
 
 def test_an_edited_local_source_is_rebuilt_not_reused(tmp_path: Path) -> None:
-    src = tmp_path / "mylib"
-    (src / "mylib").mkdir(parents=True)
-    (src / "mylib" / "__init__.py").write_text("VALUE = 1\n")
-    (src / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
-        '[project]\nname = "mylib"\nversion = "0.1"\n')
-    package = Package("mylib", "0.1", source="editable", url=f"file://{src}")
+    src, package = _local_source(tmp_path, "editable")
     first = wheelhouse.fetch([package], TARGET, tmp_path / "cache", print)["mylib"]
     (src / "mylib" / "__init__.py").write_text("VALUE = 2  # edited, same version\n")
     second = wheelhouse.fetch([package], TARGET, tmp_path / "cache", print)["mylib"]
