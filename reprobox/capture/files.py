@@ -113,12 +113,20 @@ def _too_big(project: Path, size: str) -> CaptureError:
 
 
 def _git_files(project: Path, runner: Runner) -> list[str] | None:
-    """Tracked and untracked-not-ignored files, or None outside git."""
+    """Tracked (submodules' included) and untracked-not-ignored files, or None outside git."""
     if not _inside_git(project, runner):
         return None
-    argv = ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"]
+    # Two listings: git refuses --recurse-submodules together with --others.
+    tracked = _ls_files(project, runner, "--cached", "--recurse-submodules")
+    untracked = _ls_files(project, runner, "--others", "--exclude-standard")
+    venvs: dict[str, bool] = {}
+    return [rel for rel in sorted(set(tracked) | set(untracked))
+            if not _in_skipped_dir(project, rel, venvs)]
+
+
+def _ls_files(project: Path, runner: Runner, *flags: str) -> list[str]:
     try:
-        result = runner(argv, cwd=project, timeout=120)
+        result = runner(["git", "ls-files", *flags, "-z"], cwd=project, timeout=120)
     except ProbeUnavailable as exc:
         # never fall back to walking: a slow repository is often a huge one
         raise CaptureError(f"{project}: cannot list the repository's files ({exc})",
@@ -127,9 +135,7 @@ def _git_files(project: Path, runner: Runner) -> list[str] | None:
     if result.returncode != 0:
         raise CaptureError(f"{project}: git ls-files failed ({result.stderr.strip()[:200]})",
                            hint="`git status` in the project shows what is wrong")
-    venvs: dict[str, bool] = {}
-    return [rel for rel in result.stdout.split("\0")
-            if rel and not _in_skipped_dir(project, rel, venvs)]
+    return [rel for rel in result.stdout.split("\0") if rel]
 
 
 def _inside_git(project: Path, runner: Runner) -> bool:

@@ -183,3 +183,18 @@ def test_copy_and_hash_copies_bytes_mode_and_times(project: Path, tmp_path: Path
     assert target.read_bytes() == source.read_bytes()
     assert (target.stat().st_mode, target.stat().st_mtime_ns) == (
         source.stat().st_mode, 10**18)
+
+
+def test_submodule_files_are_in_the_snapshot(tmp_path: Path, isolated_git: None) -> None:
+    sub, project = tmp_path / "sub", tmp_path / "project"
+    for repo in (sub, project):
+        repo.mkdir()
+        subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    (sub / "layers.py").write_text("X = 1\n")
+    subprocess.run(["git", "add", "."], cwd=sub, check=True)
+    subprocess.run(["git", "commit", "-qm", "s"], cwd=sub, check=True)
+    (project / "train.py").write_text("import vendor.layers\n")
+    subprocess.run(["git", "-c", "protocol.file.allow=always", "submodule", "add", "-q",
+                    str(sub), "vendor"], cwd=project, check=True)
+    listed = files.source_files(project, subprocess_runner, exclude=())
+    assert "vendor/layers.py" in listed and "train.py" in listed
