@@ -25,6 +25,12 @@ from reprobox.fileio import sha256_file
 from reprobox.manifest import Package
 
 Log = Callable[[str], None]
+# pip's words when the index cannot be reached at all (as opposed to "no such wheel").
+_UNREACHABLE = re.compile(
+    r"Failed to establish a new connection|Temporary failure in name resolution|"
+    r"Name or service not known|No route to host|Connection refused|Read timed out|"
+    r"Network is unreachable|ProxyError|SSLError"
+)
 # Folders of a source tree that a wheel build writes or that hold no source.
 _NOT_SOURCE = frozenset({"__pycache__", "build", "dist", "node_modules"})
 # manylinux_2_17 .. 2_36 covers every wheel that runs on Debian bookworm's glibc 2.36.
@@ -99,8 +105,16 @@ def normalise(name: str) -> str:
 
 def _download(packages: Sequence[Package], target: Target, cache: Path, log: Log) -> None:
     log(f"downloading wheels for {len(packages)} packages (Python {target.python_xy})")
-    if _pip_download(packages, target, cache).returncode == 0:
+    batch = _pip_download(packages, target, cache)
+    if batch.returncode == 0:
         return
+    if _UNREACHABLE.search(batch.stderr):
+        raise WheelError(
+            f"cannot reach the package index to fetch {len(packages)} wheels: "
+            f"{_last_line(batch.stderr)}",
+            hint="check the network and pip's index settings (`pip config list`); "
+            "wheels already in the cache are reused",
+        )
     for package in packages:  # the batch failed: find which ones have no wheel; they get built
         if _pip_download([package], target, cache).returncode != 0:
             log(f"{package.name}=={package.version}: no wheel on the index, will build it")

@@ -13,15 +13,18 @@ from reprobox.manifest import Package
 TARGET = wheelhouse.Target("3.11", "cp311")
 
 
-@pytest.mark.parametrize(("filename", "ok"), [
-    ("numpy-2.1.3-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", True),
-    ("numpy-2.1.3-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", False),
-    ("numpy-2.1.3-cp311-cp311-musllinux_1_1_x86_64.whl", False),
-    ("numpy-2.1.3-cp311-cp311-macosx_11_0_arm64.whl", False),
-    ("numpy-2.1.3-cp311-cp311-manylinux_2_39_x86_64.whl", False),  # newer glibc than bookworm
-    ("six-1.16.0-py2.py3-none-any.whl", True),
-    ("cryptography-43.0.0-cp39-abi3-manylinux_2_28_x86_64.whl", True),
-])
+@pytest.mark.parametrize(
+    ("filename", "ok"),
+    [
+        ("numpy-2.1.3-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", True),
+        ("numpy-2.1.3-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", False),
+        ("numpy-2.1.3-cp311-cp311-musllinux_1_1_x86_64.whl", False),
+        ("numpy-2.1.3-cp311-cp311-macosx_11_0_arm64.whl", False),
+        ("numpy-2.1.3-cp311-cp311-manylinux_2_39_x86_64.whl", False),  # newer glibc than bookworm
+        ("six-1.16.0-py2.py3-none-any.whl", True),
+        ("cryptography-43.0.0-cp39-abi3-manylinux_2_28_x86_64.whl", True),
+    ],
+)
 def test_compatibility_with_the_image(filename: str, ok: bool) -> None:
     assert wheelhouse._compatible(filename[:-4].split("-")[-3:], TARGET) is ok
 
@@ -56,7 +59,8 @@ def _local_source(tmp_path: Path, source: str) -> tuple[Path, Package]:
     (src / "mylib" / "__init__.py").write_text("VALUE = 1\n")
     (src / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
-        '[project]\nname = "mylib"\nversion = "0.1"\n')
+        '[project]\nname = "mylib"\nversion = "0.1"\n'
+    )
     return src, Package("mylib", "0.1", source=source, url=f"file://{src}")  # type: ignore[arg-type]
 
 
@@ -74,3 +78,15 @@ def test_an_edited_local_source_is_rebuilt_not_reused(tmp_path: Path) -> None:
     (src / "mylib" / "__init__.py").write_text("VALUE = 2  # edited, same version\n")
     second = wheelhouse.fetch([package], TARGET, tmp_path / "cache", print)["mylib"]
     assert second.path != first.path and second.sha256 != first.sha256
+
+
+def test_an_unreachable_index_is_said_as_such(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real pip pointed at a closed local port: the network failure, not "no wheel".
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_FIND_LINKS", "")
+    monkeypatch.setenv("PIP_RETRIES", "1")  # pip names the network error only when it retries
+    with pytest.raises(WheelError, match="cannot reach the package index") as err:
+        wheelhouse.fetch([Package("six", "1.16.0")], TARGET, tmp_path, print)
+    assert "pip config list" in (err.value.hint or "")
