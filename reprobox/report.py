@@ -83,6 +83,8 @@ def _overall_reason(comparison: Comparison) -> str:
         reason = "nothing to compare: no outputs were recorded"
     elif comparison.verdict == "identical":
         reason = label
+    elif not _count_at_verdict(compared, comparison.verdict):
+        reason = f"{label}: the outputs match, but the run did not end the same way (see notes)"
     else:
         reason = f"{label}: {_count_at_verdict(compared, comparison.verdict)} of {len(compared)} "
         reason += "output" if len(compared) == 1 else "outputs"

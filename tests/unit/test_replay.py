@@ -153,3 +153,23 @@ def test_a_command_with_a_masked_secret_is_not_replayed(sample_manifest: Manifes
 
 def test_memory_limit_is_passed_on(sample_manifest: Manifest) -> None:
     assert replay_module.container_spec(sample_manifest, BUILT, (), 1.0, "8g").memory == "8g"
+
+
+def test_the_table_says_why_when_only_the_ending_differs(
+    tmp_path: Path, sample_manifest: Manifest
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from reprobox import report
+    from reprobox.replay import ReplayResult
+
+    bundle = _printed_only(tmp_path, sample_manifest, b"epoch 0: loss 0.5\nepoch 1: loss 0.25\n")
+    result = ReplayResult("x1", "img", 1, False, 1.0, "now", {})
+    (bundle.replays()[-1] / "replay.json").write_text(result.to_json())
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(report.comparison_table(replay_module.compare_replay(bundle)[1]))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "NOT REPRODUCED (different: the outputs match, but the run did not end" in text
+    assert "exit code differs: original 0, replay 1" in text
