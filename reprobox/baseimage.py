@@ -21,6 +21,7 @@ from reprobox.engine import ContainerSpec, Engine
 from reprobox.errors import BaseImageError, EngineError
 
 SUITES_FILE = Path(__file__).parent / "data" / "debian_suites.yaml"
+GLIBC_FILE = Path(__file__).parent / "data" / "debian_glibc.yaml"
 VENV = "/opt/venv"
 LABEL_BASE = "reprobox.base"
 LABEL_PYTHON = "reprobox.python.version"
@@ -416,6 +417,21 @@ def _local_base(engine: Engine, xy: str) -> BaseImage | None:
     return BaseImage(ref, python_version_in(engine, ref), "local")
 
 
+def glibc_in(engine: Engine, ref: str) -> str:
+    """The glibc version of an image: from its Debian suite when known, else asked of it."""
+    table = yaml.safe_load(GLIBC_FILE.read_text(encoding="utf-8")) or {}
+    suite = engine.image_labels(ref).get(LABEL_SUITE) or ref.rpartition("-")[2]
+    if suite in table:
+        return str(table[suite])
+    for program in ("python3", "python"):
+        with contextlib.suppress(EngineError):
+            answer = _ask_python(engine, ref, program, "platform.libc_ver()[1]")
+            if answer:
+                return answer
+    raise BaseImageError(f"cannot tell which glibc image {ref} has",
+                         hint="a base image needs glibc and python3 on its PATH")
+
+
 def python_version_in(engine: Engine, ref: str) -> str:
     """The exact Python version in an image: its reprobox label, else asked of `python3`."""
     labelled = engine.image_labels(ref).get(LABEL_PYTHON)
@@ -423,20 +439,21 @@ def python_version_in(engine: Engine, ref: str) -> str:
         return labelled
     for program in ("python3", "python"):
         with contextlib.suppress(EngineError):
-            version = _ask_python(engine, ref, program)
-            if version:
-                return version
+            match = _VERSION.search(_ask_python(engine, ref, program, "platform.python_version()"))
+            if match:
+                return match.group(1)
     raise BaseImageError(f"cannot tell which Python image {ref} has",
                          hint="a base image needs python3 on its PATH")
 
 
-def _ask_python(engine: Engine, ref: str, program: str) -> str:
+def _ask_python(engine: Engine, ref: str, program: str, expression: str) -> str:
+    """The value of a `platform` expression as the image's Python prints it ("" if it cannot)."""
     output = bytearray()
     spec = ContainerSpec(
         image=ref, env={},
-        argv=(program, "-c", "import platform; print(platform.python_version())"),
+        argv=(program, "-c", f"import platform; print({expression})"),
         workdir="/", timeout_s=60,
     )
     result = engine.run(spec, output.extend)
-    match = _VERSION.search(output.decode(errors="replace"))
-    return match.group(1) if result.exit_code == 0 and match else ""
+    lines = output.decode(errors="replace").strip().splitlines()
+    return lines[-1].strip() if result.exit_code == 0 and lines else ""

@@ -69,12 +69,13 @@ def build(
     base = baseimage.choose(engine, manifest.python.version, base_image, log)
     _check_python(manifest, base)
     cache = cache or wheelhouse.default_cache()
-    lock_text, wheels = _hashed_lock(bundle, manifest, cache, log)
+    target = _target(manifest, baseimage.glibc_in(engine, base.ref))
+    lock_text, wheels = _hashed_lock(bundle, manifest, target, cache, log)
     dockerfile = render.dockerfile(manifest, base.ref)
     atomic_write(bundle.dockerfile_path, dockerfile)
     base_id = engine.image_id(base.ref)  # a re-made base under the same name is another base
     tag = image_tag(manifest, _fingerprint(bundle, dockerfile, lock_text, base, base_id))
-    plan = _Plan(bundle, manifest, dockerfile, lock_text, tag, cache, wheels)
+    plan = _Plan(bundle, manifest, dockerfile, lock_text, tag, cache, target, wheels)
     built = BuiltImage(tag, base.ref, base.python_version, manifest.python.version)
     if base.python_version != manifest.python.version:
         log(f"note: {built.python_note}")
@@ -121,7 +122,7 @@ def _check_python(manifest: Manifest, base: baseimage.BaseImage) -> None:
 
 
 def _hashed_lock(
-    bundle: Bundle, manifest: Manifest, cache: Path, log: Log
+    bundle: Bundle, manifest: Manifest, target: wheelhouse.Target, cache: Path, log: Log
 ) -> tuple[str, dict[str, wheelhouse.Wheel] | None]:
     """The lock with wheel hashes: reused from the bundle when complete (no wheels fetched
     yet), else written from freshly fetched wheels (returned, so they are fetched once)."""
@@ -129,15 +130,15 @@ def _hashed_lock(
         existing = bundle.lock_path.read_text()
         if lock.is_hashed(existing, manifest):
             return existing, None
-    wheels = wheelhouse.fetch(lock.locked_packages(manifest), _target(manifest), cache, log)
+    wheels = wheelhouse.fetch(lock.locked_packages(manifest), target, cache, log)
     text = lock.dumps(manifest, {name: [w.sha256] for name, w in wheels.items()})
     atomic_write(bundle.lock_path, text)
     return text, wheels
 
 
-def _target(manifest: Manifest) -> wheelhouse.Target:
+def _target(manifest: Manifest, glibc: str) -> wheelhouse.Target:
     xy = ".".join(manifest.python.version.split(".")[:2])  # equal to the base's (_check_python)
-    return wheelhouse.Target(xy, manifest.python.abi_tag, manifest.system.arch)
+    return wheelhouse.Target(xy, manifest.python.abi_tag, manifest.system.arch, glibc)
 
 
 def _fingerprint(
@@ -163,6 +164,7 @@ class _Plan:
     lock_text: str
     tag: str
     cache: Path
+    target: wheelhouse.Target
     wheels: dict[str, wheelhouse.Wheel] | None  # None: the lock was reused, wheels not fetched yet
 
 
@@ -202,7 +204,7 @@ def _assemble(context: Path, plan: _Plan, log: Log) -> None:
 
 def _link_wheels(folder: Path, plan: _Plan, log: Log) -> None:
     folder.mkdir()
-    wheels = plan.wheels or _cached_wheels(plan.manifest, plan.cache, plan.lock_text, log)
+    wheels = plan.wheels or _cached_wheels(plan, log)
     for wheel in wheels.values():
         try:
             os.link(wheel.path, folder / wheel.path.name)
@@ -210,12 +212,11 @@ def _link_wheels(folder: Path, plan: _Plan, log: Log) -> None:
             shutil.copy2(wheel.path, folder / wheel.path.name)
 
 
-def _cached_wheels(
-    manifest: Manifest, cache: Path, lock_text: str, log: Log
-) -> dict[str, wheelhouse.Wheel]:
+def _cached_wheels(plan: _Plan, log: Log) -> dict[str, wheelhouse.Wheel]:
     """Wheels for a lock written earlier, each checked against the hash the lock pins."""
-    pins = lock.loads(lock_text)
-    wheels = wheelhouse.fetch(lock.locked_packages(manifest), _target(manifest), cache, log)
+    pins = lock.loads(plan.lock_text)
+    packages = lock.locked_packages(plan.manifest)
+    wheels = wheelhouse.fetch(packages, plan.target, plan.cache, log)
     for name, wheel in wheels.items():
         if wheel.sha256 not in pins[name].hashes:
             raise BuildVerificationError(

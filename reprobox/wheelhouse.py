@@ -33,8 +33,6 @@ _UNREACHABLE = re.compile(
 )
 # Folders of a source tree that a wheel build writes or that hold no source.
 _NOT_SOURCE = frozenset({"__pycache__", "build", "dist", "node_modules"})
-# manylinux_2_17 .. 2_36 covers every wheel that runs on Debian bookworm's glibc 2.36.
-_GLIBC_MINORS = range(5, 37)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +42,12 @@ class Target:
     python_xy: str  # "3.11"
     abi: str  # "cp311"
     arch: str = "x86_64"
+    glibc: str = "2.36"  # the image's: manylinux_2_N wheels need glibc >= 2.N
 
     @property
     def platforms(self) -> tuple[str, ...]:
-        many = [f"manylinux_2_{m}_{self.arch}" for m in _GLIBC_MINORS]
+        newest = int(self.glibc.split(".")[1])
+        many = [f"manylinux_2_{m}_{self.arch}" for m in range(5, newest + 1)]
         legacy = [f"manylinux{v}_{self.arch}" for v in ("1", "2010", "2014")]
         return (*many, *legacy, f"linux_{self.arch}")
 

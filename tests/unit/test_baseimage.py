@@ -209,3 +209,23 @@ def test_make_keeps_an_image_already_made(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(baseimage, "python_version_in", lambda engine, ref: "3.11.2")
     made = baseimage.make(Present(), "3.11", None, None, print)  # type: ignore[arg-type]
     assert made == baseimage.BaseImage("reprobox/python:3.11-bookworm", "3.11.2", "local")
+
+
+def test_glibc_comes_from_the_suite_without_running_anything() -> None:
+    engine = FakeEngine(labels={LOCAL: {baseimage.LABEL_SUITE: "bookworm"}})
+    assert baseimage.glibc_in(engine, LOCAL) == "2.36"  # type: ignore[arg-type]
+    assert baseimage.glibc_in(engine, "python:3.9.2-slim-bullseye") == "2.31"  # type: ignore[arg-type]
+    assert engine.ran == []
+
+
+def test_glibc_of_an_unknown_image_is_asked_of_it() -> None:
+    class Answering(FakeEngine):
+        def run(self, spec: ContainerSpec, on_output: Callable[[bytes], None],
+                fetch: Sequence[str] = (), fetch_into: Path | None = None) -> ContainerResult:
+            self.ran.append(spec)
+            on_output(b"2.35\n")
+            return ContainerResult(exit_code=0, timed_out=False, fetched=())
+
+    engine = Answering(present=["my/img:1"])
+    assert baseimage.glibc_in(engine, "my/img:1") == "2.35"  # type: ignore[arg-type]
+    assert "libc_ver" in engine.ran[0].argv[-1]

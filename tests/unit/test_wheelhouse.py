@@ -90,3 +90,10 @@ def test_an_unreachable_index_is_said_as_such(
     with pytest.raises(WheelError, match="cannot reach the package index") as err:
         wheelhouse.fetch([Package("six", "1.16.0")], TARGET, tmp_path, print)
     assert "pip config list" in (err.value.hint or "")
+
+
+def test_wheels_must_fit_the_image_glibc_not_the_host() -> None:
+    bullseye = wheelhouse.Target("3.9", "cp39", glibc="2.31")
+    tags = "numpy-2.0.0-cp39-cp39-manylinux_2_34_x86_64.whl"[:-4].split("-")[-3:]
+    assert not wheelhouse._compatible(tags, bullseye)
+    assert wheelhouse._compatible(tags, wheelhouse.Target("3.9", "cp39", glibc="2.41"))
