@@ -19,6 +19,7 @@ class FakeEngine:
     runs: list[ContainerSpec] = field(default_factory=list)
     builds: list[Path] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def ping(self) -> None:
         return None
@@ -29,6 +30,9 @@ class FakeEngine:
     def image_id(self, ref: str) -> str:
         return f"sha256:{ref}"
 
+    def image_labels(self, ref: str) -> dict[str, str]:
+        return self.labels.get(ref, {})
+
     def tag(self, image_id: str, ref: str) -> None:
         self.images.add(ref)
 
@@ -36,13 +40,19 @@ class FakeEngine:
         self.images.discard(ref)
         self.removed.append(ref)
 
-    def build(self, context_tar: Path, labels: Mapping[str, str],
-              on_log: Callable[[str], None]) -> str:
+    def build(
+        self, context_tar: Path, labels: Mapping[str, str], on_log: Callable[[str], None]
+    ) -> str:
         self.builds.append(context_tar)
         return "sha256:feed"
 
-    def run(self, spec: ContainerSpec, on_output: Callable[[bytes], None],
-            fetch: Sequence[str] = (), fetch_into: Path | None = None) -> ContainerResult:
+    def run(
+        self,
+        spec: ContainerSpec,
+        on_output: Callable[[bytes], None],
+        fetch: Sequence[str] = (),
+        fetch_into: Path | None = None,
+    ) -> ContainerResult:
         self.runs.append(spec)
         on_output(self.run_output)
         return ContainerResult(self.run_exit_code, False, ())

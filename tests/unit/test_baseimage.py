@@ -16,8 +16,12 @@ from reprobox.errors import BaseImageError
 class FakeEngine:
     """Knows a set of local images; pulls succeed only for `pullable`."""
 
-    def __init__(self, present: Sequence[str] = (), pullable: Sequence[str] = (),
-                 labels: dict[str, dict[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        present: Sequence[str] = (),
+        pullable: Sequence[str] = (),
+        labels: dict[str, dict[str, str]] | None = None,
+    ) -> None:
         self.present = set(present)
         self.pullable = set(pullable)
         self.labels = labels or {}
@@ -36,8 +40,13 @@ class FakeEngine:
     def image_labels(self, ref: str) -> dict[str, str]:
         return self.labels.get(ref, {})
 
-    def run(self, spec: ContainerSpec, on_output: Callable[[bytes], None],
-            fetch: Sequence[str] = (), fetch_into: Path | None = None) -> ContainerResult:
+    def run(
+        self,
+        spec: ContainerSpec,
+        on_output: Callable[[bytes], None],
+        fetch: Sequence[str] = (),
+        fetch_into: Path | None = None,
+    ) -> ContainerResult:
         self.ran.append(spec)
         on_output(b"3.12.4\n")
         return ContainerResult(exit_code=0, timed_out=False, fetched=())
@@ -145,8 +154,11 @@ Components: main
 
 def test_mirror_from_deb822(tmp_path: Path) -> None:
     nodesource = "Types: deb\nURIs: https://nodes.example/node_20.x\nSuites: nodistro\n"
-    apt = write_apt(tmp_path, "deb https://cloud.example/apt cloud-sdk-bookworm main\n",
-                    {"debian.sources": DEB822, "node.sources": nodesource})
+    apt = write_apt(
+        tmp_path,
+        "deb https://cloud.example/apt cloud-sdk-bookworm main\n",
+        {"debian.sources": DEB822, "node.sources": nodesource},
+    )
     assert debian_mirror(apt) == "http://mirror.example/debian"
 
 
@@ -157,9 +169,12 @@ def test_disabled_deb822_stanza_is_skipped(tmp_path: Path) -> None:
 
 
 def test_mirror_from_one_line_sources(tmp_path: Path) -> None:
-    apt = write_apt(tmp_path, "# deb http://old.example/debian bookworm main\n"
-                    "deb-src http://src.example/debian bookworm main\n"
-                    "deb [arch=amd64 signed-by=/k.gpg] http://one.example/debian bullseye main\n")
+    apt = write_apt(
+        tmp_path,
+        "# deb http://old.example/debian bookworm main\n"
+        "deb-src http://src.example/debian bookworm main\n"
+        "deb [arch=amd64 signed-by=/k.gpg] http://one.example/debian bullseye main\n",
+    )
     assert debian_mirror(apt) == "http://one.example/debian"
 
 
@@ -220,8 +235,13 @@ def test_glibc_comes_from_the_suite_without_running_anything() -> None:
 
 def test_glibc_of_an_unknown_image_is_asked_of_it() -> None:
     class Answering(FakeEngine):
-        def run(self, spec: ContainerSpec, on_output: Callable[[bytes], None],
-                fetch: Sequence[str] = (), fetch_into: Path | None = None) -> ContainerResult:
+        def run(
+            self,
+            spec: ContainerSpec,
+            on_output: Callable[[bytes], None],
+            fetch: Sequence[str] = (),
+            fetch_into: Path | None = None,
+        ) -> ContainerResult:
             self.ran.append(spec)
             on_output(b"2.35\n")
             return ContainerResult(exit_code=0, timed_out=False, fetched=())

@@ -62,13 +62,17 @@ def test_installed_packages_matching_the_lock_pass(sample_manifest: Manifest) ->
     assert spec.network is False and spec.argv[:2] == ("python", "-I")
 
 
-@pytest.mark.parametrize(("pairs", "message"), [
-    ([("numpy", "2.1.2"), ("PyYAML", "6.0.2")], "numpy 2.1.2 (locked 2.1.3)"),
-    ([("PyYAML", "6.0.2")], "numpy missing (locked 2.1.3)"),
-    ([("numpy", "2.1.3"), ("PyYAML", "6.0.2"), ("requests", "2.0")], "requests 2.0 (not in"),
-])
-def test_a_mismatch_is_named(sample_manifest: Manifest, pairs: list[tuple[str, str]],
-                             message: str) -> None:
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        ([("numpy", "2.1.2"), ("PyYAML", "6.0.2")], "numpy 2.1.2 (locked 2.1.3)"),
+        ([("PyYAML", "6.0.2")], "numpy missing (locked 2.1.3)"),
+        ([("numpy", "2.1.3"), ("PyYAML", "6.0.2"), ("requests", "2.0")], "requests 2.0 (not in"),
+    ],
+)
+def test_a_mismatch_is_named(
+    sample_manifest: Manifest, pairs: list[tuple[str, str]], message: str
+) -> None:
     with pytest.raises(BuildVerificationError, match="does not match requirements.lock") as err:
         build_module.verify_packages(_installed(pairs), "sha256:feed", _lock(sample_manifest))
     assert message in str(err.value)
@@ -96,3 +100,66 @@ def test_read_built_without_a_build_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="no image built yet") as err:
         build_module.read_built(Bundle(tmp_path))
     assert "reprobox build" in (err.value.hint or "")
+
+
+BASE_LABELS = {"reprobox.python.version": "3.11.7", "reprobox.base.suite": "bookworm"}
+
+
+def _project_bundle(tmp_path: Path, sample_manifest: Manifest) -> tuple:
+    """A bundle on disk with its source snapshot, and a wheel cache that needs no network."""
+    from reprobox import manifest as manifest_io
+    from reprobox.bundle import Bundle
+
+    bundle = Bundle(tmp_path / "proj" / ".reprobox" / "runs" / "r1")
+    (bundle.source_dir).mkdir(parents=True)
+    (bundle.source_dir / "train.py").write_text("print(1)\n")
+    manifest_io.write(sample_manifest, bundle.manifest_path)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for name in (
+        "numpy-2.1.3-cp311-cp311-manylinux_2_17_x86_64.whl",
+        "PyYAML-6.0.2-cp311-cp311-manylinux_2_17_x86_64.whl",
+    ):
+        (cache / name).write_bytes(name.encode())
+    return bundle, cache
+
+
+def _engine(installed: list[tuple[str, str]]) -> FakeEngine:
+    engine = _installed(installed)
+    engine.images.add("base:1")
+    engine.labels["base:1"] = BASE_LABELS
+    return engine
+
+
+def test_build_tags_only_after_the_check_and_then_reuses(
+    tmp_path: Path, sample_manifest: Manifest
+) -> None:
+    bundle, cache = _project_bundle(tmp_path, sample_manifest)
+    engine = _engine([("numpy", "2.1.3"), ("PyYAML", "6.0.2")])
+    built = build_module.build(bundle, engine, print, base_image="base:1", cache=cache)
+    assert not built.reused and built.tag in engine.images and len(engine.builds) == 1
+    assert lock.is_hashed(bundle.lock_path.read_text(), sample_manifest)
+    assert "FROM base:1" in bundle.dockerfile_path.read_text()
+    again = build_module.build(bundle, engine, print, base_image="base:1", cache=cache)
+    assert again.reused and again.tag == built.tag and len(engine.builds) == 1
+    assert build_module.read_built(bundle) == again
+
+
+def test_an_image_that_fails_the_check_is_removed_untagged(
+    tmp_path: Path, sample_manifest: Manifest
+) -> None:
+    bundle, cache = _project_bundle(tmp_path, sample_manifest)
+    engine = _engine([("numpy", "2.0.0"), ("PyYAML", "6.0.2")])
+    with pytest.raises(BuildVerificationError, match="numpy 2.0.0 \\(locked 2.1.3\\)"):
+        build_module.build(bundle, engine, print, base_image="base:1", cache=cache)
+    assert engine.removed == ["sha256:feed"]
+    assert engine.images == {"base:1"} and not bundle.build_record_path.exists()
+
+
+def test_a_remade_base_gives_another_tag(tmp_path: Path, sample_manifest: Manifest) -> None:
+    bundle, cache = _project_bundle(tmp_path, sample_manifest)
+    engine = _engine([("numpy", "2.1.3"), ("PyYAML", "6.0.2")])
+    first = build_module.build(bundle, engine, print, base_image="base:1", cache=cache)
+    engine.image_id = lambda ref: "sha256:other"  # type: ignore[method-assign]
+    second = build_module.build(bundle, engine, print, base_image="base:1", cache=cache)
+    assert second.tag != first.tag and not second.reused
