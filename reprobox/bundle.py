@@ -72,8 +72,12 @@ class Bundle:
 
 
 def find(arg: str | None, cwd: Path | None = None) -> Bundle:
-    """Resolve a BUNDLE argument: a bundle folder, a run id, or None for the newest run."""
-    root = (cwd or Path.cwd()) / RUNS_DIR
+    """Resolve a BUNDLE argument: a bundle folder, a run id, or None for the newest run.
+
+    Runs are looked for in the nearest `.reprobox/runs/` at or above `cwd`, as git finds its
+    repository: capture keeps them at the project root, wherever in the project it ran.
+    """
+    root = runs_dir(cwd or Path.cwd())
     if arg is None:
         return newest(root)
     for candidate in (Path(arg), root / arg):
@@ -83,6 +87,15 @@ def find(arg: str | None, cwd: Path | None = None) -> Bundle:
         f"{arg}: not a reprobox bundle (no manifest.yaml)",
         hint=f"pass a folder under {RUNS_DIR}/ or a run id; `ls {RUNS_DIR}` lists them",
     )
+
+
+def runs_dir(start: Path) -> Path:
+    """The nearest `.reprobox/runs/` at or above `start` (or the one `start` would have)."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / RUNS_DIR).is_dir():
+            return folder / RUNS_DIR
+    return start / RUNS_DIR
 
 
 def newest(root: Path) -> Bundle:

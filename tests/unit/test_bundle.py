@@ -37,3 +37,11 @@ def test_errors_say_what_to_do(tmp_path: Path) -> None:
     assert "reprobox capture" in (err.value.hint or "")
     with pytest.raises(BundleError, match="nope: not a reprobox bundle"):
         bundle.find("nope", tmp_path)
+
+
+def test_runs_are_found_from_anywhere_inside_the_project(tmp_path: Path) -> None:
+    run = _run(tmp_path, "20261127T100000Z-aaaaaa")
+    deep = tmp_path / "exp 1" / "sub"
+    deep.mkdir(parents=True)
+    assert bundle.find(None, deep).path == run
+    assert bundle.find("20261127T100000Z-aaaaaa", deep).path == run
