@@ -246,7 +246,7 @@ def _add_capture(verbs: argparse._SubParsersAction) -> None:  # type: ignore[typ
         action="append",
         default=[],
         metavar="PATH",
-        help="a file the run writes (default: every file it creates or changes)",
+        help="a file or folder the run writes (default: every file it creates or changes)",
     )
     sub.add_argument(
         "--env",

@@ -174,7 +174,7 @@ def _outputs(session: _Session, before: dict[str, tuple[int, int]] | None) -> tu
     """Hash the outputs (declared, or else every file the run created or changed) and copy them."""
     options, project = session.options, session.project
     if before is None:
-        paths = [session.rel(p) for p in options.outputs]
+        paths = [f for p in options.outputs for f in _declared_files(session, session.rel(p))]
     else:
         paths = files.changed_files(before, files.snapshot_mtimes(project))
     records = []
@@ -182,6 +182,19 @@ def _outputs(session: _Session, before: dict[str, tuple[int, int]] | None) -> tu
         record, stored = _output_record(session, rel)
         records.append(Output(rel, record.sha256, record.size, stored, options.rtol, options.atol))
     return tuple(records)
+
+
+def _declared_files(session: _Session, rel: str) -> list[str]:
+    """A declared output; a folder stands for every regular file in it (`--output out/`)."""
+    folder = session.project / rel
+    if not folder.is_dir():
+        return [rel]
+    found = sorted(p.relative_to(session.project).as_posix() for p in folder.rglob("*")
+                   if p.is_file() and not p.is_symlink())
+    if not found:
+        raise CaptureError(f"{rel}: the declared output folder is empty after the run",
+                           hint="did the run write where you said? check --output")
+    return found
 
 
 def _output_record(session: _Session, rel: str) -> tuple[FileRecord, bool]:

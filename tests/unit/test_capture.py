@@ -131,3 +131,17 @@ def test_a_python_run_the_shim_never_saw_is_noted(project: Path) -> None:
     _, manifest, _ = _capture(project, sys.executable, "-I", "train.py", "x")
     assert manifest.determinism.state == {"processes": 0}
     assert any(note.startswith("seeds:") and "python -I" in note for note in manifest.notes)
+
+
+def test_a_declared_output_folder_stands_for_its_files(project: Path) -> None:
+    _, manifest, _ = _capture(project, sys.executable, "train.py", "x", outputs=("out",))
+    assert [o.path for o in manifest.outputs] == ["out/metrics.txt"]
+
+
+def test_a_declared_output_the_run_did_not_write_leaves_no_bundle(project: Path) -> None:
+    from reprobox.errors import CaptureError
+
+    with pytest.raises(CaptureError, match="nowhere.npy"):
+        _capture(project, sys.executable, "train.py", "x", outputs=("nowhere.npy",))
+    runs = project / ".reprobox" / "runs"
+    assert [p.name for p in runs.iterdir()] == []
