@@ -7,13 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reprobox.engine import ContainerResult, ContainerSpec
+from reprobox.errors import BaseImageError
 
 
 @dataclass
 class FakeEngine:
-    """Records what it is asked; `run` answers with canned output."""
+    """Records what it is asked; `run` answers with canned output; pulls succeed for `pullable`."""
 
     images: set[str] = field(default_factory=set)
+    pullable: set[str] = field(default_factory=set)
+    pulled: list[str] = field(default_factory=list)
     run_output: bytes = b""
     run_exit_code: int = 0
     runs: list[ContainerSpec] = field(default_factory=list)
@@ -32,6 +35,12 @@ class FakeEngine:
 
     def image_labels(self, ref: str) -> dict[str, str]:
         return self.labels.get(ref, {})
+
+    def pull(self, ref: str, timeout_s: float = 20) -> None:
+        self.pulled.append(ref)
+        if ref not in self.pullable:
+            raise BaseImageError(f"could not pull {ref}: dial tcp: no such host")
+        self.images.add(ref)
 
     def tag(self, image_id: str, ref: str) -> None:
         self.images.add(ref)

@@ -2,54 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from reprobox import baseimage
 from reprobox.baseimage import BaseImage, choose, debian_mirror, local_ref, official_ref
-from reprobox.engine import ContainerResult, ContainerSpec
 from reprobox.errors import BaseImageError
+from tests.unit import fakes
 
 
-class FakeEngine:
-    """Knows a set of local images; pulls succeed only for `pullable`."""
-
-    def __init__(
-        self,
-        present: Sequence[str] = (),
-        pullable: Sequence[str] = (),
-        labels: dict[str, dict[str, str]] | None = None,
-    ) -> None:
-        self.present = set(present)
-        self.pullable = set(pullable)
-        self.labels = labels or {}
-        self.pulled: list[str] = []
-        self.ran: list[ContainerSpec] = []
-
-    def has_image(self, ref: str) -> bool:
-        return ref in self.present
-
-    def pull(self, ref: str, timeout_s: float = 20) -> None:
-        self.pulled.append(ref)
-        if ref not in self.pullable:
-            raise BaseImageError(f"could not pull {ref}: dial tcp: no such host")
-        self.present.add(ref)
-
-    def image_labels(self, ref: str) -> dict[str, str]:
-        return self.labels.get(ref, {})
-
-    def run(
-        self,
-        spec: ContainerSpec,
-        on_output: Callable[[bytes], None],
-        fetch: Sequence[str] = (),
-        fetch_into: Path | None = None,
-    ) -> ContainerResult:
-        self.ran.append(spec)
-        on_output(b"3.12.4\n")
-        return ContainerResult(exit_code=0, timed_out=False, fetched=())
+def _engine(present: Sequence[str] = (), pullable: Sequence[str] = (),
+            labels: dict[str, dict[str, str]] | None = None) -> fakes.FakeEngine:
+    """The shared fake, answering "3.12.4" to any Python asked its version."""
+    return fakes.FakeEngine(images=set(present), pullable=set(pullable), labels=labels or {},
+                            run_output=b"3.12.4\n")
 
 
 LOCAL = local_ref("3.11", "bookworm")
@@ -81,34 +49,34 @@ def test_suite_and_version_must_agree() -> None:
 
 
 def test_choose_explicit_image_present_asks_its_python() -> None:
-    engine = FakeEngine(present=["my/img:1"])
+    engine = _engine(present=["my/img:1"])
     chosen = choose(engine, "3.11.7", "my/img:1", print)
     assert chosen == BaseImage("my/img:1", "3.12.4", "user")
-    assert engine.ran[0].argv[0] == "python3" and engine.ran[0].network is False
+    assert engine.runs[0].argv[0] == "python3" and engine.runs[0].network is False
     assert engine.pulled == []
 
 
 def test_choose_explicit_image_absent() -> None:
     with pytest.raises(BaseImageError, match="image my/img:1 is not present locally") as caught:
-        choose(FakeEngine(), "3.11.7", "my/img:1", print)
+        choose(_engine(), "3.11.7", "my/img:1", print)
     assert "docker load" in caught.value.hint
 
 
 def test_choose_official_present_locally_needs_no_pull() -> None:
-    engine = FakeEngine(present=[official_ref("3.11.7")])
+    engine = _engine(present=[official_ref("3.11.7")])
     assert choose(engine, "3.11.7", None, print).origin == "official"
     assert engine.pulled == []
 
 
 def test_choose_pulls_official() -> None:
-    engine = FakeEngine(pullable=[official_ref("3.11.7")])
+    engine = _engine(pullable=[official_ref("3.11.7")])
     chosen = choose(engine, "3.11.7", None, print)
     assert chosen == BaseImage(official_ref("3.11.7"), "3.11.7", "official")
     assert engine.pulled == [official_ref("3.11.7")]
 
 
 def test_choose_falls_back_to_local_base_with_a_note() -> None:
-    engine = FakeEngine(present=[LOCAL], labels={LOCAL: {baseimage.LABEL_PYTHON: "3.11.2"}})
+    engine = _engine(present=[LOCAL], labels={LOCAL: {baseimage.LABEL_PYTHON: "3.11.2"}})
     notes: list[str] = []
     chosen = choose(engine, "3.11.7", None, notes.append)
     assert chosen == BaseImage(LOCAL, "3.11.2", "local")
@@ -119,7 +87,7 @@ def test_choose_falls_back_to_local_base_with_a_note() -> None:
 
 def test_choose_without_registry_or_local_base() -> None:
     with pytest.raises(BaseImageError) as caught:
-        choose(FakeEngine(), "3.11.7", None, print)
+        choose(_engine(), "3.11.7", None, print)
     assert str(caught.value) == "no registry answers and no local base image for Python 3.11"
     assert "reprobox base --python 3.11" in caught.value.hint
     assert "--base-image" in caught.value.hint
@@ -127,7 +95,7 @@ def test_choose_without_registry_or_local_base() -> None:
 
 def test_choose_for_a_version_no_suite_ships() -> None:
     with pytest.raises(BaseImageError, match="no local base image for Python 3.10"):
-        choose(FakeEngine(), "3.10.4", None, print)
+        choose(_engine(), "3.10.4", None, print)
 
 
 def write_apt(tmp_path: Path, sources_list: str = "", parts: dict[str, str] | None = None) -> Path:
@@ -200,7 +168,7 @@ def test_exact_python_version_from_dpkg_status(tmp_path: Path) -> None:
 def test_make_without_debootstrap(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(baseimage.shutil, "which", lambda name, path=None: None)
     with pytest.raises(BaseImageError, match="debootstrap is not installed") as caught:
-        baseimage.make(FakeEngine(), "3.11", None, "http://m.example/debian", print)  # type: ignore[arg-type]
+        baseimage.make(_engine(), "3.11", None, "http://m.example/debian", print)  # type: ignore[arg-type]
     assert "--base-image" in caught.value.hint
 
 
@@ -208,12 +176,12 @@ def test_make_needs_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(baseimage.shutil, "which", lambda name, path=None: "/usr/sbin/x")
     monkeypatch.setattr(baseimage.os, "geteuid", lambda: 1000)
     with pytest.raises(BaseImageError, match="needs root"):
-        baseimage.make(FakeEngine(), "3.11", None, "http://m.example/debian", print)  # type: ignore[arg-type]
+        baseimage.make(_engine(), "3.11", None, "http://m.example/debian", print)  # type: ignore[arg-type]
 
 
 def test_make_refuses_unsupported_version_before_anything_else() -> None:
     with pytest.raises(BaseImageError, match="Python 3.12"):
-        baseimage.make(FakeEngine(), "3.12", None, None, print)  # type: ignore[arg-type]
+        baseimage.make(_engine(), "3.12", None, None, print)  # type: ignore[arg-type]
 
 
 def test_make_keeps_an_image_already_made(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -227,25 +195,13 @@ def test_make_keeps_an_image_already_made(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_glibc_comes_from_the_suite_without_running_anything() -> None:
-    engine = FakeEngine(labels={LOCAL: {baseimage.LABEL_SUITE: "bookworm"}})
+    engine = _engine(labels={LOCAL: {baseimage.LABEL_SUITE: "bookworm"}})
     assert baseimage.glibc_in(engine, LOCAL) == "2.36"  # type: ignore[arg-type]
     assert baseimage.glibc_in(engine, "python:3.9.2-slim-bullseye") == "2.31"  # type: ignore[arg-type]
-    assert engine.ran == []
+    assert engine.runs == []
 
 
 def test_glibc_of_an_unknown_image_is_asked_of_it() -> None:
-    class Answering(FakeEngine):
-        def run(
-            self,
-            spec: ContainerSpec,
-            on_output: Callable[[bytes], None],
-            fetch: Sequence[str] = (),
-            fetch_into: Path | None = None,
-        ) -> ContainerResult:
-            self.ran.append(spec)
-            on_output(b"2.35\n")
-            return ContainerResult(exit_code=0, timed_out=False, fetched=())
-
-    engine = Answering(present=["my/img:1"])
+    engine = fakes.FakeEngine(images={"my/img:1"}, run_output=b"2.35\n")
     assert baseimage.glibc_in(engine, "my/img:1") == "2.35"  # type: ignore[arg-type]
-    assert "libc_ver" in engine.ran[0].argv[-1]
+    assert "libc_ver" in engine.runs[0].argv[-1]
