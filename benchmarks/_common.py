@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
 import hashlib
@@ -171,3 +172,16 @@ class Builds:
                     self.client.images.remove(layer)
                     self.removed += 1
         self.layer_ids.clear()
+
+
+def arguments(
+    description: str, repeats: int, quick_repeats: int, quick_help: str
+) -> argparse.Namespace:
+    """`--quick` (the CI size) and `--repeats N`, the options every benchmark takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed runs (median)")
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats = quick_repeats
+    return args

@@ -17,7 +17,6 @@ Usage: python benchmarks/bench_capture.py [--quick] [--repeats N]
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import io
 import shutil
@@ -25,7 +24,17 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import BENCH_HOME, REPROBOX_CLI, git_project, median, run, seconds, table, venv
+from _common import (
+    BENCH_HOME,
+    REPROBOX_CLI,
+    arguments,
+    git_project,
+    median,
+    run,
+    seconds,
+    table,
+    venv,
+)
 
 from reprobox.bundle import RUNS_DIR, Bundle
 from reprobox.capture import CaptureOptions, capture
@@ -65,7 +74,7 @@ _BARE_CAPTURE = (
 
 
 def main() -> None:
-    args = _arguments()
+    args = arguments(__doc__.splitlines()[0], 11, 3, "3 repeats (CI size)")
     python = venv(BENCH_HOME / "capture-venv", PINS, PIP_OPTIONS)
     project = git_project(BENCH_HOME / "capture-project")
     steps = _steps(python, project)
@@ -77,16 +86,6 @@ def main() -> None:
             samples[name].append(seconds(step))
     freeze_lines = run([str(python), "-m", "pip", "freeze"]).stdout.split()
     _report(samples, len(freeze_lines), project, args.repeats)
-
-
-def _arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 repeats (CI size)")
-    parser.add_argument("--repeats", type=int, default=11, help="timed runs per row (median)")
-    args = parser.parse_args()
-    if args.quick:
-        args.repeats = 3
-    return args
 
 
 def _steps(python: Path, project: Path) -> dict[str, Callable[[], None]]:

@@ -16,7 +16,6 @@ Usage: python benchmarks/bench_rebuild.py [--quick] [--repeats N]
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import tempfile
@@ -27,6 +26,7 @@ from _common import (
     BENCH_HOME,
     REPROBOX_CLI,
     Builds,
+    arguments,
     captured_numpy_sgd,
     median,
     run,
@@ -36,7 +36,7 @@ from _common import (
 
 
 def main() -> None:
-    args = _arguments()
+    args = arguments(__doc__.splitlines()[0], 3, 1, "1 repeat, no cold-cache build")
     bundle = captured_numpy_sgd(BENCH_HOME / "bench-rebuild")
     builds = Builds(bundle)
     samples: dict[str, list[float]] = {"cold": [], "unchanged": [], "unchanged_cli": []}
@@ -56,20 +56,11 @@ def main() -> None:
     print(f"clean-up: removed {builds.removed} images by id or tag (with their untagged parents)")
 
 
-def _arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 repeat, no cold-cache build")
-    parser.add_argument("--repeats", type=int, default=3, help="cold/unchanged pairs (median)")
-    args = parser.parse_args()
-    if args.quick:
-        args.repeats = 1
-    return args
-
-
 def _cold_cache_build(builds: Builds) -> float:
     """One cold build whose wheel must come from the package index, not from any cache."""
-    with tempfile.TemporaryDirectory(prefix="reprobox-bench-cache-") as empty, _environ(
-        XDG_CACHE_HOME=empty, PIP_FIND_LINKS=None
+    with (
+        tempfile.TemporaryDirectory(prefix="reprobox-bench-cache-") as empty,
+        _environ(XDG_CACHE_HOME=empty, PIP_FIND_LINKS=None),
     ):
         took = seconds(
             lambda: builds.build(expect_reused=False, cache=Path(empty) / "reprobox" / "wheels")

@@ -16,6 +16,7 @@ import pytest
 from reprobox import baseimage
 from reprobox.engine import DockerEngine
 from reprobox.errors import BaseImageError, EngineError
+from tests.integration.helpers import ImageTracker
 
 TEST_REPOSITORY = "reprobox-test"
 
@@ -94,3 +95,11 @@ def context_tar(tmp_path: Path) -> Callable[[str], Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="module")
+def images(docker_engine: DockerEngine) -> Iterator[ImageTracker]:
+    """Tracks the images a module's captures build, and removes them when it ends."""
+    tracker = ImageTracker(docker_engine)
+    yield tracker
+    tracker.remove_all()

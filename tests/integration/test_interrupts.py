@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,13 +38,6 @@ if pathlib.Path("/opt/reprobox").is_dir():
     print("replay is sleeping", flush=True)
     time.sleep(120)
 '''
-
-
-@pytest.fixture(scope="module")
-def images(docker_engine: DockerEngine) -> Iterator[ImageTracker]:
-    tracker = ImageTracker(docker_engine)
-    yield tracker
-    tracker.remove_all()
 
 
 @pytest.fixture(scope="module")

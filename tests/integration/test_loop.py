@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,13 +79,6 @@ class Played:
     def replay_log(self) -> str:
         logs = self.bundle.replays()[-1] / "logs"
         return (logs / "stdout.log").read_text() + (logs / "stderr.log").read_text()
-
-
-@pytest.fixture(scope="module")
-def images(docker_engine: DockerEngine) -> Iterator[ImageTracker]:
-    tracker = ImageTracker(docker_engine)
-    yield tracker
-    tracker.remove_all()
 
 
 @pytest.fixture(scope="module")
