@@ -22,7 +22,7 @@ from reprobox.errors import ManifestError
 from reprobox.fileio import atomic_write
 
 SECRET_MASK = "***"  # what stands in a recorded argv, env value or log for a secret
-SCHEMA_VERSION = 2  # 2 added `gpu` and `cuda`; version 1 files are migrated on read
+SCHEMA_VERSION = 3  # 2 added `gpu` and `cuda`, 3 `determinism.warn_only`; older files migrate on read
 Scalar = str | int | float | bool | None
 PackageSource = Literal["index", "local", "editable", "vcs", "url"]
 
@@ -154,6 +154,7 @@ class Determinism:
     python_hash_seed: str
     threads: int  # OMP/MKL/OpenBLAS thread counts
     deterministic: bool = True  # torch deterministic algorithms and cuDNN flags
+    warn_only: bool = False  # ops with no deterministic kernel warn (and are recorded), not fail
     env: Mapping[str, str] = field(default_factory=dict)  # set before the interpreter starts
     state: Mapping[str, Scalar] = field(default_factory=dict)  # in force at the end of the run
 
@@ -328,10 +329,9 @@ def _check_version(data: Mapping[str, Any], source: str) -> None:
 
 def _migrate(data: Mapping[str, Any]) -> Mapping[str, Any]:
     """Bring an older manifest up to SCHEMA_VERSION in memory; the file is left as it is."""
-    if data["schema_version"] == 1:
-        # Version 1 had no GPU probe: absent `gpu`/`cuda` mean "not probed", as they do now.
-        data = {**data, "schema_version": 2}
-    return data
+    # Version 1 had no GPU probe: absent `gpu`/`cuda` mean "not probed", as they do now.
+    # Version 2 had no `determinism.warn_only`: absent means strict, as it does now.
+    return {**data, "schema_version": SCHEMA_VERSION}
 
 
 def _to_plain(value: Any) -> Any:
