@@ -54,6 +54,7 @@ class ContainerSpec:
     pids_limit: int = 1024
     memory: str | None = None
     timeout_s: float | None = None
+    gpus: bool = False  # every GPU of the host, through the NVIDIA runtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,7 @@ class Engine(Protocol):
     """What reprobox needs from a container engine."""
 
     def ping(self) -> None: ...
+    def gpu_runtimes(self) -> tuple[str, ...]: ...
     def has_image(self, ref: str) -> bool: ...
     def image_labels(self, ref: str) -> dict[str, str]: ...
     def image_id(self, ref: str) -> str: ...
@@ -115,7 +117,10 @@ def _unreachable() -> EngineError:
 
 def _api_error(action: str, exc: docker.errors.APIError) -> EngineError:
     reason = _first_line(exc.explanation or exc)
-    if "no space left on device" in reason:
+    if "could not select device driver" in reason:  # asked for GPUs, no NVIDIA toolkit
+        hint = "install the NVIDIA Container Toolkit, run `nvidia-ctk runtime configure " \
+            "--runtime=docker` and restart Docker; or replay with --cpu"
+    elif "no space left on device" in reason:
         hint = "the disk under Docker's data root is full: `docker system df`, " \
             "`docker builder prune`"
     elif exc.status_code == 404:
@@ -181,6 +186,14 @@ class DockerEngine:
         """Raise EngineError unless the daemon answers."""
         with _translated("answer a ping"):
             self.client.ping()
+
+    def gpu_runtimes(self) -> tuple[str, ...]:
+        """The NVIDIA runtimes registered with the daemon (`nvidia-ctk runtime configure`)."""
+        with _translated("describe itself"):
+            info = self.client.info()
+        names = {str(name) for name in info.get("Runtimes") or {} if "nvidia" in str(name)}
+        default = str(info.get("DefaultRuntime") or "")
+        return tuple(sorted(names | ({default} if "nvidia" in default else set())))
 
     def has_image(self, ref: str) -> bool:
         """Whether `ref` (a name or an id) is present locally."""
@@ -422,6 +435,8 @@ def _create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
     }
     if spec.memory:
         kwargs.update(mem_limit=spec.memory, memswap_limit=spec.memory)
+    if spec.gpus:  # `docker run --gpus all`
+        kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
     return kwargs
 
 

@@ -12,6 +12,7 @@ ReproboxError                  base: .hint, .exit_code = 1
 │   ├── BuildFailed            the image build failed (.log_tail)
 │   └── BuildVerificationError the installed set in the image differs from the lock
 ├── ReplayError                the container could not run or timed out, or an input changed
+│   └── PreflightError         this host cannot replay the run as captured (no GPU, old driver); 4
 ├── UsageError                 arguments that parse but make no sense; exit code 2
 └── Interrupted                Ctrl-C; exit code 130, nothing half-written left behind
 ProbeUnavailable               NOT a ReproboxError: a probe could not answer; capture notes it
@@ -75,6 +76,12 @@ class BuildVerificationError(EngineError):
 
 class ReplayError(ReproboxError):
     """The replay container could not run, timed out, or an input changed since capture."""
+
+
+class PreflightError(ReplayError):
+    """This host cannot replay the run as captured: no GPU where one was used, too old a driver."""
+
+    exit_code = 4
 
 
 class UsageError(ReproboxError):

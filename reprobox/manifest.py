@@ -22,7 +22,7 @@ from reprobox.errors import ManifestError
 from reprobox.fileio import atomic_write
 
 SECRET_MASK = "***"  # what stands in a recorded argv, env value or log for a secret
-SCHEMA_VERSION = 3  # 2 added `gpu` and `cuda`, 3 `determinism.warn_only`; older files migrate on read
+SCHEMA_VERSION = 3  # 2 added `gpu`/`cuda`, 3 `determinism.warn_only`; older ones migrate on read
 Scalar = str | int | float | bool | None
 PackageSource = Literal["index", "local", "editable", "vcs", "url"]
 
@@ -101,6 +101,17 @@ class Gpus:
     cuda_driver_version: str | None = None  # newest CUDA the driver supports: "12.4"
     devices: tuple[Gpu, ...] = ()
     visible_devices: str | None = None  # CUDA_VISIBLE_DEVICES as the run saw it
+
+    def describe(self) -> str:
+        """One line for people: "1× NVIDIA H100 80GB HBM3 (9.0), driver 580.159.04, CUDA 13.0"."""
+        if not self.devices:
+            return "no NVIDIA GPU"
+        names = sorted({(gpu.name, gpu.compute_capability) for gpu in self.devices})
+        models = ", ".join(f"{sum(g.name == n for g in self.devices)}× {n}"
+                           + (f" ({cc})" if cc else "") for n, cc in names)
+        driver = f", driver {self.driver_version}" if self.driver_version else ""
+        cuda = f", CUDA {self.cuda_driver_version}" if self.cuda_driver_version else ""
+        return models + driver + cuda
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,20 +13,26 @@ import shutil
 import stat
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
-from reprobox import render, seeding
+from reprobox import preflight, render, seeding
 from reprobox.build import BuiltImage, read_built
 from reprobox.bundle import Bundle
 from reprobox.compare import Comparison, combine, compare, compare_file
 from reprobox.engine import ContainerSpec, Engine, Mount
 from reprobox.errors import BundleError, ReplayError
 from reprobox.fileio import atomic_write, sha256_file, staged_dir
-from reprobox.manifest import SECRET_MASK, Manifest, Output, Scalar
+from reprobox.manifest import SECRET_MASK, Gpus, Manifest, Output, Scalar
 
 STATE_DIR = ".reprobox-state"
 DEFAULT_TIMEOUT_S = 6 * 3600.0
+# What "within tolerance" means where bitwise equality cannot be expected (another GPU, the CPU);
+# an output captured with looser tolerances keeps them.
+CROSS_DEVICE_RTOL = 1e-4
+CROSS_DEVICE_ATOL = 1e-6
+NO_GPU = Gpus(source="none")
+_AS_CAPTURED = preflight.Preflight()
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +46,9 @@ class ReplayResult:
     duration_s: float
     started: str
     state: dict[str, str | int | float | bool | None]
+    gpus: bool = False  # the host's GPUs were handed to the container
+    expect_tolerance: bool = False  # another GPU or the CPU: equality is not expected
+    notes: list[str] = field(default_factory=list)  # what the preflight found
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -51,22 +60,33 @@ def replay(
     on_output: Callable[[bytes], None],
     timeout_s: float = DEFAULT_TIMEOUT_S,
     memory: str | None = None,
+    host_gpus: Gpus = NO_GPU,
+    cpu: bool = False,
 ) -> Path:
-    """Run the recorded command in the bundle's image; returns the replay's folder."""
+    """Run the recorded command in the bundle's image; returns the replay's folder.
+
+    `host_gpus` is what this host has (the GPU probe's answer); `cpu` replays a GPU run on
+    the CPU. The preflight runs before the image is even looked at.
+    """
     manifest = bundle.manifest()
-    built = read_built(bundle)
     engine.ping()
+    runtimes = engine.gpu_runtimes() if preflight.used_gpu(manifest) and not cpu else ()
+    plan = preflight.check(manifest, host_gpus, runtimes, cpu)
+    built = read_built(bundle)
     if not engine.has_image(built.tag):
         raise ReplayError(
             f"image {built.tag} is not present",
             hint="run `reprobox build` to rebuild it from the bundle",
         )
-    spec = container_spec(manifest, built, _input_mounts(bundle, manifest), timeout_s, memory)
+    spec = container_spec(manifest, built, _input_mounts(bundle, manifest), timeout_s, memory,
+                          plan)
     fetch = [f"{render.PROJECT_DIR}/{o.path}" for o in manifest.outputs]
     fetch.append(f"{render.PROJECT_DIR}/{STATE_DIR}")
     final = bundle.replays_dir / _replay_id()
     with staged_dir(final) as staging:
         result = _run(engine, spec, fetch, staging, on_output, final.name, built.tag)
+        result = replace(result, gpus=plan.gpus, expect_tolerance=plan.expect_tolerance,
+                         notes=list(plan.notes))
         atomic_write(staging / "replay.json", result.to_json())
     return final
 
@@ -77,11 +97,13 @@ def container_spec(
     mounts: tuple[Mount, ...],
     timeout_s: float,
     memory: str | None = None,
+    plan: preflight.Preflight = _AS_CAPTURED,
 ) -> ContainerSpec:
     """The hardened container that replays `manifest`'s command."""
     _refuse_masked_arguments(manifest.run.argv)
     state_dir = f"{render.PROJECT_DIR}/{STATE_DIR}"
     env = seeding.process_env(manifest.determinism, render.SHIM_DIR, state_dir, manifest.run.env)
+    env.update(plan.env)
     env["HOME"] = "/tmp"
     env["PATH"] = f"{render.ENV_DIR}/bin:/usr/local/bin:/usr/bin:/bin"
     return ContainerSpec(
@@ -93,6 +115,7 @@ def container_spec(
         writable_dir=render.PROJECT_DIR,
         timeout_s=timeout_s,
         memory=memory,
+        gpus=plan.gpus,
     )
 
 
@@ -215,8 +238,13 @@ def compare_replay(bundle: Bundle, replay_dir: Path | None = None) -> tuple[Path
         replay_dir = replays[-1]
     result = read_result(replay_dir)
     notes = _notes(manifest, bundle, result)
-    if manifest.outputs:
-        comparison = compare(bundle.outputs_dir, replay_dir / "outputs", manifest.outputs, notes)
+    outputs = manifest.outputs
+    if result.expect_tolerance:
+        outputs = tuple(_cross_device(output) for output in outputs)
+        notes.append(f"judged within rtol={CROSS_DEVICE_RTOL:g}, atol={CROSS_DEVICE_ATOL:g} "
+                     "(or the output's own, if looser), not bitwise")
+    if outputs:
+        comparison = compare(bundle.outputs_dir, replay_dir / "outputs", outputs, notes)
     else:
         comparison = _compare_stdout(bundle, replay_dir, notes)
     if result.timed_out or result.exit_code != manifest.run.exit_code:
@@ -224,6 +252,11 @@ def compare_replay(bundle: Bundle, replay_dir: Path | None = None) -> tuple[Path
         comparison = replace(comparison, verdict="different")
     atomic_write(replay_dir / "comparison.json", comparison.to_json() + "\n")
     return replay_dir, comparison
+
+
+def _cross_device(output: Output) -> Output:
+    return replace(output, rtol=max(output.rtol, CROSS_DEVICE_RTOL),
+                   atol=max(output.atol, CROSS_DEVICE_ATOL))
 
 
 def _compare_stdout(bundle: Bundle, replay_dir: Path, notes: list[str]) -> Comparison:
@@ -237,7 +270,7 @@ def _compare_stdout(bundle: Bundle, replay_dir: Path, notes: list[str]) -> Compa
 
 
 def _notes(manifest: Manifest, bundle: Bundle, result: ReplayResult) -> list[str]:
-    notes = []
+    notes = list(result.notes)
     if result.timed_out:
         notes.append("the replay timed out and was stopped")
     if result.exit_code != manifest.run.exit_code:

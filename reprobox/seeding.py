@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from reprobox.errors import CaptureError
@@ -22,10 +22,22 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 CUBLAS_WORKSPACE_CONFIG = ":4096:8"  # ~24 MiB of GPU memory; required by torch < 2.10 in det. mode
 STATE_GLOB = "state-*.json"
+XLA_DETERMINISM = "--xla_gpu_deterministic_ops=true"
+# Read by TensorFlow before the shim can act (TF < 2.9 has no enable_op_determinism).
+TENSORFLOW_ENV = {"TF_DETERMINISTIC_OPS": "1", "TF_CUDNN_DETERMINISTIC": "1"}
+_TENSORFLOW = frozenset({"tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tf-nightly"})
+_XLA_USERS = _TENSORFLOW | {"jax", "jaxlib"}
+# What the shim turns off at replay, by the names of the state keys that recorded it.
+_TF32_SWITCHES = {"matmul": "torch.matmul.allow_tf32", "cudnn": "torch.cudnn.allow_tf32"}
 
 
-def determinism(seed: int | None, threads: int = 1, deterministic: bool = True) -> Determinism:
-    """The seed, thread count and env a run starts with; `seed=None` draws a fresh seed."""
+def determinism(seed: int | None, threads: int = 1, deterministic: bool = True,
+                warn_only: bool = False, packages: Iterable[str] = ()) -> Determinism:
+    """The seed, thread count and env a run starts with; `seed=None` draws a fresh seed.
+
+    `packages` are the environment's distribution names: TensorFlow and JAX get their own
+    determinism switches, which must be in the environment before they are imported.
+    """
     if seed is None:
         seed = secrets.randbelow(MAX_SEED + 1)
     _check_seed(seed)
@@ -37,16 +49,37 @@ def determinism(seed: int | None, threads: int = 1, deterministic: bool = True) 
         "PYTHONNOUSERSITE": "1",  # ~/.local packages would differ between host and image
         "REPROBOX_SEED": str(seed),
         "REPROBOX_DETERMINISTIC": "1" if deterministic else "0",
+        "REPROBOX_WARN_ONLY": "1" if warn_only else "0",
     }
+    if deterministic:
+        env.update(_framework_env(set(packages)))
     return Determinism(seed=seed, python_hash_seed=str(seed), threads=threads,
-                       deterministic=deterministic, env=env)
+                       deterministic=deterministic, warn_only=warn_only, env=env)
+
+
+def _framework_env(packages: set[str]) -> dict[str, str]:
+    env = dict(TENSORFLOW_ENV) if packages & _TENSORFLOW else {}
+    if packages & _XLA_USERS:
+        env["XLA_FLAGS"] = XLA_DETERMINISM
+    return env
+
+
+def replay_env(det: Determinism) -> dict[str, str]:
+    """The env of a replay: the captured one, plus TF32 off where the original had it off."""
+    env = dict(det.env)
+    off = [name for name, key in _TF32_SWITCHES.items() if det.state.get(key) is False]
+    if off:
+        env["REPROBOX_TF32_OFF"] = ",".join(off)
+    return env
 
 
 def process_env(det: Determinism, shim_dir: str, state_dir: str | None,
                 base: Mapping[str, str]) -> dict[str, str]:
     """The env for the user's command: `base`, the determinism vars, the shim first on the path."""
     env = dict(base)
-    env.update(det.env)
+    env.update(replay_env(det))
+    if "XLA_FLAGS" in det.env and base.get("XLA_FLAGS"):  # keep the user's own XLA flags
+        env["XLA_FLAGS"] = f"{base['XLA_FLAGS']} {det.env['XLA_FLAGS']}"
     env["PYTHONPATH"] = _python_path(shim_dir, base.get("PYTHONPATH", ""))
     env.pop("REPROBOX_STATE_DIR", None)  # never write into a state dir inherited from outside
     if state_dir is not None:

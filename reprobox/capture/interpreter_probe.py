@@ -8,8 +8,11 @@ thing an image can rebuild. numpy is imported, guarded, only to ask which BLAS i
 
 from __future__ import annotations
 
+import ast
 import ctypes
+import importlib.util
 import json
+import os
 import platform
 import re
 import sys
@@ -156,6 +159,51 @@ def loaded_libraries(word: str) -> list[str]:
     return sorted({p for p in paths if word in p.rsplit("/", 1)[-1].lower()})
 
 
+def cuda_files() -> dict[str, Any]:
+    """What CUDA builds say of themselves in their files, read without importing them.
+
+    Importing torch takes seconds and may initialise CUDA; `find_spec` of a top-level package
+    only locates it, and the version files are plain assignments of literals.
+    """
+    return {
+        "torch": literal_assignments(package_file("torch", "version.py")),
+        "tensorflow": literal_assignments(
+            package_file("tensorflow", os.path.join("python", "platform", "build_info.py"))),
+    }
+
+
+def package_file(package: str, relative: str) -> str | None:
+    """The path of a file inside an installed top-level package, or None."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    paths = [os.path.join(folder, relative) for folder in folders]
+    return next((path for path in paths if os.path.isfile(path)), None)
+
+
+def literal_assignments(path: str | None) -> dict[str, Any] | None:
+    """`name = <literal>` (annotated or not) at the top of a Python file; dicts are flattened."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            tree = ast.parse(handle.read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    found: dict[str, Any] = {}
+    for node in tree.body:
+        target = getattr(node, "target", None) or (getattr(node, "targets", None) or [None])[0]
+        if isinstance(target, ast.Name) and getattr(node, "value", None) is not None:
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            found.update(value if isinstance(value, dict) else {target.id: value})
+    return {k: v for k, v in found.items() if isinstance(v, (str, int, float, bool, type(None)))}
+
+
 def describe() -> dict[str, Any]:
     """The whole report."""
     return {
@@ -166,6 +214,7 @@ def describe() -> dict[str, Any]:
         "platform_tag": sysconfig.get_platform().replace("-", "_").replace(".", "_"),
         "distributions": distributions(),
         "blas": blas(),
+        "cuda_files": cuda_files(),
     }
 
 

@@ -8,15 +8,17 @@ import re
 import shlex
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
+from reprobox.capture.cuda_stack import from_report
 from reprobox.capture.environ import strip_url_credentials
 from reprobox.capture.runner import Runner
 from reprobox.errors import ProbeUnavailable
-from reprobox.manifest import Blas, Package, Python
+from reprobox.manifest import Blas, CudaStack, Package, Python
 
 PROBE_SCRIPT = Path(__file__).with_name("interpreter_probe.py")
 _PYTHON_NAME = re.compile(r"^(?:python|pypy)(?:\d+(?:\.\d+)?t?)?$")
@@ -92,15 +94,32 @@ def _shebang(script: Path) -> list[str] | None:
     return head[0][2:].split() or None
 
 
+@dataclass(frozen=True, slots=True)
+class Environment:
+    """What the interpreter probe found: the interpreter, its BLAS and the CUDA it carries."""
+
+    python: Python
+    blas: tuple[Blas, ...]
+    cuda: CudaStack
+
+
 def probe(executable: str, runner: Runner) -> tuple[Python, tuple[Blas, ...]]:
     """Run the probe script with `executable` and return its Python record and BLAS libraries."""
+    environment = probe_environment(executable, runner)
+    return environment.python, environment.blas
+
+
+def probe_environment(executable: str, runner: Runner) -> Environment:
+    """Run the probe script with `executable` and return everything it reported."""
     result = runner([executable, "-I", str(PROBE_SCRIPT)], timeout=120)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no error output"])[-1]
         raise ProbeUnavailable(f"{executable}: the interpreter probe failed ({last})")
     report = _last_json_line(executable, result.stdout)
     try:
-        return _python(report), tuple(_blas(item) for item in report.get("blas", ()))
+        python = _python(report)
+        blas = tuple(_blas(item) for item in report.get("blas", ()))
+        return Environment(python, blas, from_report(report.get("cuda_files"), python.packages))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ProbeUnavailable(f"{executable}: unexpected probe report ({exc!r})") from None
 

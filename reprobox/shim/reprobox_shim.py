@@ -23,8 +23,12 @@ if TYPE_CHECKING:  # typing is not imported at run time: this module loads in ev
 MAX_SEED = 2**32 - 1  # numpy's legacy seed and PYTHONHASHSEED share this range
 RECORDED_ENV = (
     "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS", "CUBLAS_WORKSPACE_CONFIG",
+    "VECLIB_MAXIMUM_THREADS", "CUBLAS_WORKSPACE_CONFIG", "CUDA_VISIBLE_DEVICES",
+    "TF_DETERMINISTIC_OPS", "TF_CUDNN_DETERMINISTIC", "XLA_FLAGS",
 )
+# torch's words for an op with no deterministic kernel, under warn_only=True
+_NONDETERMINISTIC = " does not have a deterministic implementation"
+_fired_ops: set[str] = set()
 
 _state: dict[str, Scalar] = {}
 _flags: dict[str, bool] = {"installed": False, "reported": False}
@@ -57,9 +61,10 @@ def _install() -> None:
         return
     seed = _parse_seed(seed_text)
     deterministic = os.environ.get("REPROBOX_DETERMINISTIC", "1") != "0"
+    warn_only = os.environ.get("REPROBOX_WARN_ONLY", "0") == "1"
     _flags["installed"] = True
     _state.update({
-        "seed": seed, "deterministic": deterministic,
+        "seed": seed, "deterministic": deterministic, "warn_only": warn_only,
         "python.hash_seed": os.environ.get("PYTHONHASHSEED"),
         "python.hash_randomization": sys.flags.hash_randomization,
         "python.version": ".".join(str(part) for part in sys.version_info[:3]),
@@ -71,7 +76,9 @@ def _install() -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     _seed_random(seed)
     _register_hook("numpy", lambda module: _configure_numpy(module, seed))
-    _register_hook("torch", lambda module: _configure_torch(module, seed, deterministic))
+    _register_hook("torch", lambda module: _configure_torch(module, seed, deterministic,
+                                                            warn_only))
+    _register_hook("tensorflow", lambda module: _configure_tensorflow(module, seed, deterministic))
     atexit.register(_write_state_at_exit)
 
 
@@ -236,15 +243,52 @@ def _counting_default_rng(original: Callable[..., Any], seed: int) -> Callable[.
 # --- torch ------------------------------------------------------------------------------------
 
 
-def _configure_torch(torch: Any, seed: int, deterministic: bool) -> None:
+def _configure_torch(torch: Any, seed: int, deterministic: bool, warn_only: bool) -> None:
     _state["torch.version"] = str(getattr(torch, "__version__", None))
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # seeds every CUDA device too, lazily
     _state["torch.seeded"] = True
     if deterministic:
-        # warn_only: an op without a deterministic kernel must not stop a run that worked
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.use_deterministic_algorithms(True, warn_only=warn_only)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+        if warn_only:
+            _record_nondeterministic_warnings()
+    _turn_tf32_off(torch, os.environ.get("REPROBOX_TF32_OFF", ""))
+
+
+def _turn_tf32_off(torch: Any, which: str) -> None:
+    """Replay only: TF32 off where the original run had it off ("matmul", "cudnn")."""
+    import warnings
+
+    with warnings.catch_warnings():  # newer torch may warn about the older switches
+        warnings.simplefilter("ignore")
+        if "matmul" in which.split(","):
+            torch.backends.cuda.matmul.allow_tf32 = False
+        if "cudnn" in which.split(","):
+            torch.backends.cudnn.allow_tf32 = False
+
+
+def _record_nondeterministic_warnings() -> None:
+    """Note each op that warned it has no deterministic kernel, then show the warning as usual."""
+    import warnings
+
+    shown = warnings.showwarning
+
+    def showwarning(message: Any, *args: Any, **kwargs: Any) -> Any:
+        text = str(message)
+        if _NONDETERMINISTIC in text:
+            _fired_ops.add(text.split(_NONDETERMINISTIC, 1)[0].strip()[:120])
+        return shown(message, *args, **kwargs)
+
+    warnings.showwarning = showwarning
+
+
+def _configure_tensorflow(tensorflow: Any, seed: int, deterministic: bool) -> None:
+    _state["tensorflow.version"] = str(getattr(tensorflow, "__version__", None))
+    tensorflow.random.set_seed(seed)
+    _state["tensorflow.seeded"] = True
+    if deterministic:  # the env vars cover older TensorFlow; this covers 2.9 and later
+        tensorflow.config.experimental.enable_op_determinism()
 
 
 def _torch_state(torch: Any) -> dict[str, Scalar]:
@@ -260,8 +304,32 @@ def _torch_state(torch: Any) -> dict[str, Scalar]:
         "torch.matmul.allow_tf32": lambda: torch.backends.cuda.matmul.allow_tf32,
         "torch.float32_matmul_precision": lambda: torch.get_float32_matmul_precision(),
         "torch.num_threads": lambda: torch.get_num_threads(),
+        "torch.version.cuda": lambda: torch.version.cuda,
+        "torch.cuda.initialized": lambda: torch.cuda.is_initialized(),
     }
-    return {key: _read_or_none(reader) for key, reader in readers.items()}
+    state = {key: _read_or_none(reader) for key, reader in readers.items()}
+    state["torch.nondeterministic_ops"] = "; ".join(sorted(_fired_ops)) or None
+    if state["torch.cuda.initialized"]:  # never initialise CUDA just to describe it
+        state.update(_torch_cuda_state(torch))
+    return state
+
+
+def _torch_cuda_state(torch: Any) -> dict[str, Scalar]:
+    """The cuDNN in use and the GPUs the run allocated memory on: "0:NVIDIA H100 80GB HBM3"."""
+    def used() -> str:
+        return "; ".join(
+            f"{i}:{torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())
+            if torch.cuda.max_memory_allocated(i) > 0)
+
+    def capability() -> str:
+        return ".".join(map(str, torch.cuda.get_device_capability()))
+
+    return {
+        "torch.cudnn.version": _read_or_none(lambda: torch.backends.cudnn.version()),
+        "torch.cuda.device_count": _read_or_none(lambda: torch.cuda.device_count()),
+        "torch.cuda.devices_used": _read_or_none(used),
+        "torch.cuda.capability": _read_or_none(capability),
+    }
 
 
 def _read_or_none(reader: Callable[[], Any]) -> Scalar:

@@ -23,9 +23,13 @@ class FakeEngine:
     builds: list[Path] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    runtimes: tuple[str, ...] = ()
 
     def ping(self) -> None:
         return None
+
+    def gpu_runtimes(self) -> tuple[str, ...]:
+        return self.runtimes
 
     def has_image(self, ref: str) -> bool:
         return ref in self.images

@@ -187,6 +187,36 @@ def test_create_kwargs_are_hardened() -> None:
     bind, volume = kwargs["mounts"]
     assert bind["Type"] == "bind" and bind["ReadOnly"] is True
     assert volume["Type"] == "volume" and volume["Source"] is None
+    assert "device_requests" not in kwargs
+
+
+def test_gpus_are_requested_as_docker_run_gpus_all_does() -> None:
+    spec = ContainerSpec(image="img", argv=("python",), env={}, workdir="/w", gpus=True)
+    (request,) = engine_mod._create_kwargs(spec)["device_requests"]
+    assert (request["Count"], request["Capabilities"], request["Driver"]) == (-1, [["gpu"]], "")
+
+
+def test_a_daemon_that_cannot_hand_out_gpus_is_told_how_to_fix_it() -> None:
+    exc = docker.errors.APIError("500", explanation='could not select device driver "" with '
+                                 "capabilities: [[gpu]]")
+    error = engine_mod._api_error("run a container from img", exc)
+    assert "could not select device driver" in str(error)
+    assert error.hint is not None and "nvidia-ctk runtime configure" in error.hint
+    assert "--cpu" in error.hint
+
+
+@pytest.mark.parametrize(("info", "expected"), [
+    ({"Runtimes": {"runc": {}}, "DefaultRuntime": "runc"}, ()),
+    ({"Runtimes": {"runc": {}, "nvidia": {}}, "DefaultRuntime": "runc"}, ("nvidia",)),
+    ({"Runtimes": {"nvidia": {}}, "DefaultRuntime": "nvidia"}, ("nvidia",)),
+])
+def test_gpu_runtimes_are_read_from_docker_info(info: dict[str, Any],
+                                                expected: tuple[str, ...]) -> None:
+    class InfoClient:
+        def info(self) -> dict[str, Any]:
+            return info
+
+    assert DockerEngine(InfoClient()).gpu_runtimes() == expected
 
 
 class InterruptedContainer:

@@ -37,7 +37,9 @@ ALLOWED: dict[str, set[str]] = {
         "errors",
         "fileio",
     },
+    "preflight": {"manifest", "errors"},
     "replay": {
+        "preflight",
         "manifest",
         "bundle",
         "render",

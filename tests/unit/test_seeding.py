@@ -28,7 +28,46 @@ def test_determinism_sets_every_variable_needed_before_the_interpreter_starts() 
     assert dict(det.env) == {
         "PYTHONHASHSEED": "1234", **dict.fromkeys(THREAD_VARS, "2"),
         "CUBLAS_WORKSPACE_CONFIG": ":4096:8", "PYTHONNOUSERSITE": "1",
-        "REPROBOX_SEED": "1234", "REPROBOX_DETERMINISTIC": "1"}
+        "REPROBOX_SEED": "1234", "REPROBOX_DETERMINISTIC": "1", "REPROBOX_WARN_ONLY": "0"}
+
+
+def test_warn_only_is_recorded_and_passed_to_the_shim() -> None:
+    det = seeding.determinism(3, warn_only=True)
+    assert (det.warn_only, det.env["REPROBOX_WARN_ONLY"]) == (True, "1")
+
+
+@pytest.mark.parametrize(("packages", "expected"), [
+    ((), {}),
+    (("numpy", "torch"), {}),
+    (("jax", "jaxlib"), {"XLA_FLAGS": "--xla_gpu_deterministic_ops=true"}),
+    (("tensorflow",), {"TF_DETERMINISTIC_OPS": "1", "TF_CUDNN_DETERMINISTIC": "1",
+                       "XLA_FLAGS": "--xla_gpu_deterministic_ops=true"}),
+])
+def test_tensorflow_and_jax_get_their_determinism_switches(
+        packages: tuple[str, ...], expected: dict[str, str]) -> None:
+    env = seeding.determinism(3, packages=packages).env
+    framework_vars = {k: v for k, v in env.items() if k.startswith(("TF_", "XLA_"))}
+    assert framework_vars == expected
+    assert not any(k.startswith(("TF_", "XLA_"))
+                   for k in seeding.determinism(3, deterministic=False, packages=packages).env)
+
+
+def test_the_users_xla_flags_are_kept_beside_ours() -> None:
+    det = seeding.determinism(3, packages=("jax",))
+    env = seeding.process_env(det, "/shim", None, {"XLA_FLAGS": "--xla_dump_to=/tmp/x"})
+    assert env["XLA_FLAGS"] == "--xla_dump_to=/tmp/x --xla_gpu_deterministic_ops=true"
+
+
+@pytest.mark.parametrize(("state", "expected"), [
+    ({}, None),
+    ({"torch.matmul.allow_tf32": True, "torch.cudnn.allow_tf32": True}, None),
+    ({"torch.matmul.allow_tf32": False, "torch.cudnn.allow_tf32": True}, "matmul"),
+    ({"torch.matmul.allow_tf32": False, "torch.cudnn.allow_tf32": False}, "matmul,cudnn"),
+])
+def test_a_replay_turns_tf32_off_where_the_original_had_it_off(
+        state: dict[str, bool], expected: str | None) -> None:
+    det = dataclasses.replace(seeding.determinism(3), state=state)
+    assert seeding.replay_env(det).get("REPROBOX_TF32_OFF") == expected
 
 
 def test_determinism_can_be_switched_off_but_seeds_stay() -> None:

@@ -45,10 +45,16 @@ FAKE_TORCH = {
             return _state["warn_only"]
         def get_num_threads():
             return 3
+        def histc():  # worded as torch 2.11 words it (tests/data/gpu/h100-driver580)
+            import warnings
+            warnings.warn("_histc_cuda with floating point input does not have a deterministic "
+                          "implementation, but you set 'torch.use_deterministic_algorithms(True, "
+                          "warn_only=True)'.")
         from torch import backends
         """,
-    "torch/backends/__init__.py": "from torch.backends import cudnn\n",
-    "torch/backends/cudnn.py": "deterministic = False\nbenchmark = True\n",
+    "torch/backends/__init__.py": "from torch.backends import cuda, cudnn\n",
+    "torch/backends/cuda.py": "class matmul:\n    allow_tf32 = True\n",
+    "torch/backends/cudnn.py": "deterministic = False\nbenchmark = True\nallow_tf32 = True\n",
 }
 
 
@@ -196,9 +202,41 @@ def test_torch_is_seeded_and_made_deterministic_on_import(tmp_path: Path) -> Non
         """}) / "uses_torch.py"
 
     assert _output(_run(script, seed=41, extra_path=(fake,))) == [
-        [["manual_seed", 41], ["use_deterministic_algorithms", True, True]], True, False]
+        [["manual_seed", 41], ["use_deterministic_algorithms", True, False]], True, False]
     assert _output(_run(script, seed=41, extra_path=(fake,), deterministic=False)) == [
         [["manual_seed", 41]], False, True]
+    warn_only = _run(script, seed=41, extra_path=(fake,), overrides={"REPROBOX_WARN_ONLY": "1"})
+    assert _output(warn_only)[0][1] == ["use_deterministic_algorithms", True, True]
+
+
+def test_warn_only_records_the_ops_that_had_no_deterministic_kernel(tmp_path: Path) -> None:
+    fake = _write(tmp_path / "fake", FAKE_TORCH)
+    script = _write(tmp_path, {"histogram.py": "import torch\ntorch.histc()\ntorch.histc()\n"})
+    state_dir = tmp_path / "state"
+
+    result = _run(script / "histogram.py", state_dir=state_dir, extra_path=(fake,),
+                  overrides={"REPROBOX_WARN_ONLY": "1"})
+
+    assert _succeeded(result)
+    assert "does not have a deterministic implementation" in result.stderr  # still shown
+    (state,) = _state_files(state_dir)
+    assert state["torch.nondeterministic_ops"] == "_histc_cuda with floating point input"
+    assert state["warn_only"] is True
+
+
+def test_tf32_is_turned_off_where_the_original_had_it_off(tmp_path: Path) -> None:
+    fake = _write(tmp_path / "fake", FAKE_TORCH)
+    script = _write(tmp_path, {"tf32.py": """
+        import json, torch
+        print(json.dumps([torch.backends.cuda.matmul.allow_tf32,
+                          torch.backends.cudnn.allow_tf32]))
+        """}) / "tf32.py"
+
+    assert _output(_run(script, extra_path=(fake,))) == [True, True]  # capture: untouched
+    assert _output(_run(script, extra_path=(fake,),
+                        overrides={"REPROBOX_TF32_OFF": "matmul"})) == [False, True]
+    assert _output(_run(script, extra_path=(fake,),
+                        overrides={"REPROBOX_TF32_OFF": "matmul,cudnn"})) == [False, False]
 
 
 def test_torch_state_records_late_user_changes(tmp_path: Path) -> None:
@@ -216,11 +254,13 @@ def test_torch_state_records_late_user_changes(tmp_path: Path) -> None:
     assert {key: value for key, value in state.items() if key.startswith("torch.")} == {
         "torch.imported": True, "torch.seeded": True, "torch.version": "0.0+fake",
         "torch.initial_seed": 99, "torch.deterministic_algorithms": True,
-        "torch.deterministic_warn_only": True, "torch.cudnn.deterministic": True,
+        "torch.deterministic_warn_only": False, "torch.cudnn.deterministic": True,
         "torch.cudnn.benchmark": True, "torch.num_threads": 3,
+        "torch.cudnn.allow_tf32": True, "torch.matmul.allow_tf32": True,
+        "torch.nondeterministic_ops": None,
         # not in the fake: recorded as unknown rather than failing
-        "torch.cudnn.allow_tf32": None, "torch.matmul.allow_tf32": None,
-        "torch.float32_matmul_precision": None}
+        "torch.float32_matmul_precision": None, "torch.version.cuda": None,
+        "torch.cuda.initialized": None}
 
 
 def test_nothing_is_imported_eagerly(tmp_path: Path) -> None:
@@ -258,7 +298,7 @@ def test_find_spec_before_the_import_keeps_the_hook(tmp_path: Path) -> None:
 
     assert _output(_run(script, seed=7, extra_path=(fake,))) == [
         np.random.RandomState(7).rand(),
-        [["manual_seed", 7], ["use_deterministic_algorithms", True, True]]]
+        [["manual_seed", 7], ["use_deterministic_algorithms", True, False]]]
 
 
 @pytest.mark.parametrize("seed", [11, None], ids=["seeded", "no-seed"])
