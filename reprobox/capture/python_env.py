@@ -117,7 +117,7 @@ def probe_environment(executable: str, runner: Runner) -> Environment:
         raise ProbeUnavailable(f"{executable}: the interpreter probe failed ({last})")
     report = _last_json_line(executable, result.stdout)
     try:
-        python = _python(report)
+        python = python_record(report)
         blas = tuple(_blas(item) for item in report.get("blas", ()))
         return Environment(python, blas, from_report(report.get("cuda_files"), python.packages))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -135,7 +135,8 @@ def _last_json_line(executable: str, stdout: str) -> dict[str, Any]:
     return report
 
 
-def _python(report: Mapping[str, Any]) -> Python:
+def python_record(report: Mapping[str, Any]) -> Python:
+    """The Python record of a probe report (the JSON the probe script printed)."""
     packages = sorted((_package(d) for d in report["distributions"]), key=lambda p: p.name)
     return Python(
         version=str(report["version"]), implementation=str(report["implementation"]),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -10,9 +10,10 @@ import pytest
 from reprobox import replay as replay_module
 from reprobox.build import BuiltImage
 from reprobox.bundle import Bundle
-from reprobox.errors import BundleError, ReplayError
+from reprobox.errors import BundleError, PreflightError, ReplayError
 from reprobox.fileio import sha256_file
-from reprobox.manifest import FileRecord, Manifest
+from reprobox.manifest import CudaStack, FileRecord, Gpu, Gpus, Manifest, Output
+from tests.unit.fakes import FakeEngine
 
 BUILT = BuiltImage("reprobox/numpy-sgd:0123", "base:1", "3.11.2", "3.11.7")
 
@@ -173,3 +174,80 @@ def test_the_table_says_why_when_only_the_ending_differs(
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert "NOT REPRODUCED (different: the outputs match, but the run did not end" in text
     assert "exit code differs: original 0, replay 1" in text
+
+
+# --- GPUs ----------------------------------------------------------------------------------------
+
+H100 = Gpu(0, "NVIDIA H100 80GB HBM3", "GPU-ff35ffd0-a8cf-06e7-f065-0d19afd675e6", 81559, "9.0")
+H100_HOST = Gpus("nvml", "580.159.04", "13.0", (H100,))
+
+
+def _gpu_bundle(tmp_path: Path, sample_manifest: Manifest) -> tuple[Bundle, FakeEngine]:
+    import json
+
+    from reprobox import manifest as manifest_io
+
+    state = {"torch.cuda.initialized": True, "torch.cuda.devices_used": "0:NVIDIA H100 80GB HBM3",
+             "torch.matmul.allow_tf32": False}
+    manifest = replace(sample_manifest, gpu=H100_HOST, outputs=(), inputs=(),
+                       cuda=CudaStack("2.11.0+cu130", "13.0", {}, {"torch": "13.0"}),
+                       determinism=replace(sample_manifest.determinism, state=state))
+    bundle = Bundle(tmp_path / ".reprobox" / "runs" / "r1")
+    bundle.path.mkdir(parents=True)
+    manifest_io.write(manifest, bundle.manifest_path)
+    bundle.build_record_path.write_text(json.dumps(asdict(BUILT)))
+    return bundle, FakeEngine(images={BUILT.tag}, runtimes=("nvidia",))
+
+
+def test_a_gpu_run_gets_the_hosts_gpus_and_tf32_as_the_original_had_it(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
+    bundle, engine = _gpu_bundle(tmp_path, sample_manifest)
+    folder = replay_module.replay(bundle, engine, lambda chunk: None, host_gpus=H100_HOST)
+    (spec,) = engine.runs
+    assert spec.gpus is True and spec.env["REPROBOX_TF32_OFF"] == "matmul"
+    result = replay_module.read_result(folder)
+    assert (result.gpus, result.expect_tolerance, result.notes) == (True, False, [])
+
+
+def test_a_gpu_run_on_a_host_without_gpus_is_refused_before_anything_runs(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
+    bundle, engine = _gpu_bundle(tmp_path, sample_manifest)
+    with pytest.raises(PreflightError, match="this host has no NVIDIA GPU"):
+        replay_module.replay(bundle, engine, lambda chunk: None)
+    assert engine.runs == [] and not bundle.replays_dir.exists()
+
+
+def test_cpu_replays_hide_the_gpus_and_are_judged_by_tolerance(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
+    bundle, engine = _gpu_bundle(tmp_path, sample_manifest)
+    folder = replay_module.replay(bundle, engine, lambda chunk: None, cpu=True)
+    (spec,) = engine.runs
+    assert spec.gpus is False and spec.env["CUDA_VISIBLE_DEVICES"] == ""
+    result = replay_module.read_result(folder)
+    assert result.expect_tolerance and "replayed on the CPU (--cpu)" in result.notes[0]
+
+
+def test_tolerance_is_widened_and_said_when_equality_is_not_expected(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
+    import numpy as np
+
+    from reprobox import manifest as manifest_io
+    from reprobox.replay import ReplayResult
+
+    bundle = Bundle(tmp_path / ".reprobox" / "runs" / "r1")
+    (bundle.outputs_dir / "out").mkdir(parents=True)
+    weights = np.linspace(0, 1, 100, dtype=np.float32)
+    np.save(bundle.outputs_dir / "out" / "w.npy", weights)
+    record = Output("out/w.npy", sha256_file(bundle.outputs_dir / "out" / "w.npy"),
+                    (bundle.outputs_dir / "out" / "w.npy").stat().st_size)
+    manifest_io.write(replace(sample_manifest, outputs=(record,)), bundle.manifest_path)
+    replay_dir = bundle.replays_dir / "x1"
+    (replay_dir / "outputs" / "out").mkdir(parents=True)
+    np.save(replay_dir / "outputs" / "out" / "w.npy", weights * np.float32(1 + 2e-6))
+    for expect_tolerance, verdict in ((False, "different"), (True, "within_tolerance")):
+        result = ReplayResult("x1", "img", 0, False, 1.0, "now", {},
+                              expect_tolerance=expect_tolerance)
+        (replay_dir / "replay.json").write_text(result.to_json())
+        comparison = replay_module.compare_replay(bundle)[1]
+        assert comparison.verdict == verdict
+    assert any("judged within rtol=0.0001" in note for note in comparison.notes)

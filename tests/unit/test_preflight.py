@@ -1,0 +1,121 @@
+"""The preflight: GPU runs refused, run on the CPU, or replayed with tolerance."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from reprobox import manifest as manifest_io
+from reprobox import preflight
+from reprobox.errors import PreflightError
+from reprobox.manifest import CudaStack, Gpu, Gpus, Manifest
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "manifests"
+# As NVML read them on a real H100 host (tests/data/gpu/h100-driver580/nvml.json).
+H100 = Gpu(0, "NVIDIA H100 80GB HBM3", "GPU-ff35ffd0-a8cf-06e7-f065-0d19afd675e6", 81559, "9.0",
+           "Disabled", "00000000:00:06.0")
+A100 = Gpu(0, "NVIDIA A100-SXM4-80GB", "GPU-5e0b6a2c-0000-0000-0000-000000000000", 81920, "8.0",
+           "Disabled", "00000000:07:00.0")
+H100_HOST = Gpus("nvml", "580.159.04", "13.0", (H100,))
+USED_H100 = {"torch.cuda.initialized": True, "torch.cuda.devices_used": "0:NVIDIA H100 80GB HBM3"}
+
+
+def _gpu_run(state: dict[str, object] | None = None, cuda: str = "13.0") -> Manifest:
+    base = manifest_io.read(DATA / "torch-h100-nogpufields.yaml")
+    determinism = replace(base.determinism, state={**base.determinism.state,
+                                                   **(USED_H100 if state is None else state)})
+    stack = CudaStack("2.11.0+cu130", cuda, {}, {"torch": cuda})
+    return replace(base, gpu=H100_HOST, cuda=stack, determinism=determinism)
+
+
+def test_the_same_gpu_replays_with_gpus_and_expects_equality() -> None:
+    plan = preflight.check(_gpu_run(), H100_HOST, ("nvidia",), cpu=False)
+    assert (plan.gpus, plan.expect_tolerance, plan.notes) == (True, False, ())
+
+
+def test_no_gpu_on_the_host_is_refused_with_the_cpu_way_out() -> None:
+    with pytest.raises(PreflightError) as caught:
+        preflight.check(_gpu_run(), Gpus("none"), (), cpu=False)
+    assert "1× NVIDIA H100 80GB HBM3 (9.0)" in str(caught.value)
+    assert "this host has no NVIDIA GPU" in str(caught.value)
+    assert caught.value.hint is not None and "--cpu" in caught.value.hint
+    assert caught.value.exit_code == 4
+
+
+def test_cpu_runs_without_gpus_hides_cuda_and_expects_tolerance() -> None:
+    plan = preflight.check(_gpu_run(), Gpus("none"), (), cpu=True)
+    assert (plan.gpus, plan.expect_tolerance) == (False, True)
+    assert plan.env == {"CUDA_VISIBLE_DEVICES": ""}
+    assert "replayed on the CPU (--cpu)" in plan.notes[0]
+
+
+def test_another_gpu_model_is_a_warning_and_tolerance_is_expected() -> None:
+    plan = preflight.check(_gpu_run(), Gpus("nvml", "580.159.04", "13.0", (A100,)), ("nvidia",),
+                           cpu=False)
+    assert (plan.gpus, plan.expect_tolerance) == (True, True)
+    (note,) = plan.notes
+    assert "GPU model differs: original NVIDIA H100 80GB HBM3, here NVIDIA A100-SXM4-80GB" in note
+    assert "compute capability differs: original 9.0, here 8.0" in note
+
+
+def test_fewer_gpus_than_the_run_used_is_a_warning() -> None:
+    state = {"torch.cuda.devices_used": "0:NVIDIA H100 80GB HBM3; 1:NVIDIA H100 80GB HBM3"}
+    plan = preflight.check(_gpu_run(state), H100_HOST, ("nvidia",), cpu=False)
+    assert plan.expect_tolerance
+    assert "fewer GPUs: the original used 2, here 1" in plan.notes[0]
+
+
+def test_a_driver_for_an_older_cuda_major_is_refused() -> None:
+    old_host = Gpus("nvidia-smi", "535.104.05", "12.2", (H100,))
+    with pytest.raises(PreflightError, match="supports CUDA up to 12.2; the environment was "
+                                             "built for CUDA 13.0"):
+        preflight.check(_gpu_run(), old_host, ("nvidia",), cpu=False)
+
+
+def test_a_driver_for_an_older_cuda_minor_is_a_warning() -> None:
+    host = Gpus("nvml", "535.104.05", "12.2", (H100,))
+    plan = preflight.check(_gpu_run(cuda="12.4"), host, ("nvidia",), cpu=False)
+    assert plan.gpus and not plan.expect_tolerance
+    assert "minor-version compatibility" in plan.notes[0]
+
+
+def test_no_nvidia_runtime_in_docker_is_said() -> None:
+    plan = preflight.check(_gpu_run(), H100_HOST, (), cpu=False)
+    assert "Docker lists no NVIDIA runtime" in plan.notes[0]
+
+
+@pytest.mark.parametrize("state", [{}, {"torch.cuda.initialized": False}])
+def test_a_cpu_run_on_a_gpu_host_needs_no_gpu(state: dict[str, object]) -> None:
+    plan = preflight.check(_gpu_run(state), Gpus("none"), (), cpu=False)
+    assert plan == preflight.Preflight()
+
+
+def test_a_cuda_framework_other_than_torch_on_a_gpu_host_counts_as_used() -> None:
+    manifest = replace(_gpu_run({}), cuda=CudaStack(None, None, {}, {"jax": "13"}))
+    assert preflight.used_gpu(manifest)
+    with pytest.raises(PreflightError):
+        preflight.check(manifest, Gpus("none"), (), cpu=False)
+
+
+def test_a_bundle_from_before_gpus_were_recorded_replays_as_before() -> None:
+    manifest = manifest_io.read(DATA / "numpy-sgd.yaml")
+    assert preflight.check(manifest, Gpus("none"), (), cpu=True).notes == (
+        "--cpu: the original run used no GPU, so nothing changes",)
+
+
+@pytest.mark.parametrize(("frameworks", "expected"), [
+    ({}, None), ({"torch": "12.1"}, "12.1"), ({"torch": "12.1", "cupy": "12.x"}, "12.1"),
+    ({"torch": "11.8", "jax": "12"}, "12"), ({"tensorflow": "12.10", "torch": "12.9"}, "12.10"),
+])
+def test_needed_cuda_is_the_newest_any_framework_was_built_for(
+        frameworks: dict[str, str], expected: str | None) -> None:
+    manifest = replace(_gpu_run(), cuda=CudaStack(None, None, {}, frameworks))
+    assert preflight.needed_cuda(manifest) == expected
+
+
+def test_gpus_describe_themselves_in_one_line() -> None:
+    two = Gpus("nvml", "550.54.15", "12.4", (A100, replace(A100, index=1)))
+    assert two.describe() == "2× NVIDIA A100-SXM4-80GB (8.0), driver 550.54.15, CUDA 12.4"
+    assert Gpus("none").describe() == "no NVIDIA GPU"
