@@ -102,8 +102,8 @@ def _gpu_differences(manifest: Manifest, original: Gpus, host: Gpus) -> list[str
     if set(before) != set(after):
         differences.append(f"GPU model differs: original {', '.join(sorted(set(before)))}, "
                            f"here {', '.join(sorted(set(after)))}")
-    before_cc = {gpu.compute_capability for gpu in original.devices} - {None}
-    after_cc = {gpu.compute_capability for gpu in host.devices} - {None}
+    before_cc = {gpu.compute_capability for gpu in original.devices if gpu.compute_capability}
+    after_cc = {gpu.compute_capability for gpu in host.devices if gpu.compute_capability}
     if before_cc and after_cc and before_cc != after_cc:
         differences.append(f"compute capability differs: original {', '.join(sorted(before_cc))}"
                            f", here {', '.join(sorted(after_cc))}")

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 from reprobox import __version__, lock, seeding
 from reprobox import manifest as manifest_io
 from reprobox.bundle import RUNS_DIR, Bundle
-from reprobox.capture import environ, files, git, process, python_env, system
+from reprobox.capture import environ, files, git, gpu, process, python_env, system
 from reprobox.capture.runner import Runner, subprocess_runner
 from reprobox.errors import CaptureError, ProbeUnavailable, UsageError
 from reprobox.fileio import atomic_write, staged_dir
@@ -36,6 +36,12 @@ from reprobox.manifest import (
 
 OUTPUT_COPY_LIMIT = 1 << 30  # outputs larger than this are recorded by digest only
 LOG_NAMES = ("stdout.log", "stderr.log")
+_STRICT_NOTE = (
+    "torch: an op without a deterministic kernel stopped the run; capture again with "
+    "--warn-only to let it run (the ops that fire are recorded), or --no-deterministic"
+)
+_TORCH_STRICT_ERROR = b"does not have a deterministic implementation, but you set"
+_STDERR_TAIL = 1 << 16  # the traceback that ended the run is at the end of its stderr
 _UNSEEDED_NOTE = (
     "seeds: the command runs Python but no process reported the shim's state, so seeds were "
     "probably not injected (python -I, -E or -S skips the shim; os._exit skips the report); "
@@ -51,6 +57,7 @@ class CaptureOptions:
     seed: int | None = None
     threads: int = 1
     deterministic: bool = True
+    warn_only: bool = False  # ops with no deterministic kernel warn instead of failing
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     env_names: tuple[str, ...] = ()  # extra environment variables to record
@@ -97,7 +104,8 @@ def capture(
     if not options.argv:
         raise UsageError("no command given", hint="usage: reprobox capture -- python train.py")
     project = git.project_root(options.cwd.resolve(), runner)
-    determinism = seeding.determinism(options.seed, options.threads, options.deterministic)
+    determinism = seeding.determinism(options.seed, options.threads, options.deterministic,
+                                      options.warn_only)
     final = project / RUNS_DIR / _run_id()
     _ignore_bundles(project)
     with staged_dir(final) as staging:
@@ -108,10 +116,13 @@ def capture(
         source = _snapshot(session, {record.path for record in inputs})
         interpreter = python_env.resolve_interpreter(options.argv, os.environ.get("PATH"))
         environment = _environment(session, interpreter, determinism.threads)
+        determinism = _with_frameworks(determinism, environment["python"])
         before = None if options.outputs else files.snapshot_mtimes(project)
         finished, state = _execute(session, determinism, terminal)
         if interpreter is not None and state.get("processes") == 0:
             session.notes.append(_UNSEEDED_NOTE)
+        if finished.exit_code != 0 and _failed_for_determinism(staging):
+            session.notes.append(_STRICT_NOTE)
         manifest = Manifest(
             schema_version=SCHEMA_VERSION,
             created_by=f"reprobox {__version__}",
@@ -221,17 +232,31 @@ def _run_record(session: _Session, finished: _Finished) -> Run:
     )
 
 
+def _with_frameworks(determinism: Determinism, python: Python) -> Determinism:
+    """The same determinism, plus the switches TensorFlow and JAX read before import."""
+    return seeding.determinism(determinism.seed, determinism.threads, determinism.deterministic,
+                               determinism.warn_only, [package.name for package in python.packages])
+
+
+def _failed_for_determinism(staging: Path) -> bool:
+    """Whether torch's strict deterministic mode is what stopped the run (its stderr says so)."""
+    with open(staging / "logs" / "stderr.log", "rb") as log:
+        log.seek(max(0, log.seek(0, os.SEEK_END) - _STDERR_TAIL))
+        return _TORCH_STRICT_ERROR in log.read()
+
+
 def _environment(session: _Session, interpreter: str | None, threads: int) -> dict[str, Any]:
-    """The `python` and `system` parts of the manifest."""
-    python, blas = _python(session, interpreter)
+    """The `python`, `system`, `cuda` and `gpu` parts of the manifest."""
+    found = _python(session, interpreter)
     # The probe ran outside the shim; the run itself had every BLAS pinned to this many threads.
-    blas = tuple(replace(b, num_threads=threads) for b in blas)
-    return {"python": python, "system": replace(system.probe(session.runner), blas=blas)}
+    blas = tuple(replace(b, num_threads=threads) for b in found.blas)
+    gpus, gpu_notes = gpu.probe(session.runner, os.environ)
+    session.notes.extend(gpu_notes)
+    return {"python": found.python, "system": replace(system.probe(session.runner), blas=blas),
+            "cuda": found.cuda, "gpu": gpus}
 
 
-def _python(
-    session: _Session, interpreter: str | None
-) -> tuple[Python, tuple[manifest_io.Blas, ...]]:
+def _python(session: _Session, interpreter: str | None) -> python_env.Environment:
     executable = interpreter
     if executable is None:
         executable = sys.executable
@@ -240,7 +265,7 @@ def _python(
             f"recorded reprobox's own interpreter {executable}"
         )
     try:
-        return python_env.probe(executable, session.runner)
+        return python_env.probe_environment(executable, session.runner)
     except ProbeUnavailable as exc:
         raise CaptureError(
             f"cannot list the packages of {executable}: {exc}",

@@ -194,10 +194,16 @@ def literal_assignments(path: str | None) -> dict[str, Any] | None:
         return None
     found: dict[str, Any] = {}
     for node in tree.body:
-        target = getattr(node, "target", None) or (getattr(node, "targets", None) or [None])[0]
-        if isinstance(target, ast.Name) and getattr(node, "value", None) is not None:
+        if isinstance(node, ast.AnnAssign):
+            target: ast.expr = node.target
+            expression = node.value
+        elif isinstance(node, ast.Assign):
+            target, expression = node.targets[0], node.value
+        else:
+            continue
+        if isinstance(target, ast.Name) and expression is not None:
             try:
-                value = ast.literal_eval(node.value)
+                value = ast.literal_eval(expression)
             except ValueError:
                 continue
             found.update(value if isinstance(value, dict) else {target.id: value})

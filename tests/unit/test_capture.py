@@ -145,3 +145,33 @@ def test_a_declared_output_the_run_did_not_write_leaves_no_bundle(project: Path)
         _capture(project, sys.executable, "train.py", "x", outputs=("nowhere.npy",))
     runs = project / ".reprobox" / "runs"
     assert [p.name for p in runs.iterdir()] == []
+
+
+def test_a_host_without_gpus_is_recorded_as_such_and_the_cuda_stack_as_empty(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no nvidia-smi on this machine either way
+    _, manifest, _ = _capture(project, sys.executable, "train.py")
+    assert manifest.gpu is not None and manifest.gpu.source == "none"
+    assert manifest.gpu.devices == ()
+    assert manifest.cuda is not None and manifest.cuda.torch_version is None
+
+
+def test_a_run_stopped_by_strict_determinism_is_told_about_warn_only(project: Path) -> None:
+    # torch 2.11's own words (tests/data/gpu/h100-driver580/torch-warn-only.json)
+    (project / "strict.py").write_text(
+        "import sys\nsys.exit('RuntimeError: _histc_cuda with floating point input does not have "
+        "a deterministic implementation, but you set torch.use_deterministic_algorithms(True)')\n")
+    out, err = io.BytesIO(), io.BytesIO()
+    bundle = capture(CaptureOptions(argv=(sys.executable, "strict.py"), seed=3, cwd=project),
+                     terminal=(out, err))
+    notes = manifest_io.read(bundle.manifest_path).notes
+    assert any("capture again with --warn-only" in note for note in notes)
+
+
+def test_warn_only_is_recorded(project: Path) -> None:
+    options = CaptureOptions(argv=(sys.executable, "train.py"), seed=3, cwd=project,
+                             warn_only=True)
+    bundle = capture(options, terminal=(io.BytesIO(), io.BytesIO()))
+    determinism = manifest_io.read(bundle.manifest_path).determinism
+    assert determinism.warn_only and determinism.env["REPROBOX_WARN_ONLY"] == "1"
+    assert determinism.state["warn_only"] is True  # the shim saw it too
