@@ -1,0 +1,110 @@
+"""On a real NVIDIA GPU: the probes, the shim's determinism and a whole capture.
+
+Run by `scripts/gpu_check.py` on a GPU machine; skipped elsewhere (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reprobox import manifest as manifest_io
+from reprobox import preflight, seeding
+from reprobox.capture import gpu
+from reprobox.capture.runner import subprocess_runner
+
+pytestmark = pytest.mark.gpu
+REPO = Path(__file__).resolve().parents[2]
+# index_add_/scatter_add_ in float32 add with atomics: the order, and so the last bits, vary.
+ATOMIC_SUMS = """
+import hashlib, torch
+torch.manual_seed(0)
+n, bins = 1 << 22, 1 << 10
+src = torch.randn(n, device="cuda")
+index = torch.randint(0, bins, (n,), device="cuda")
+a = torch.zeros(bins, device="cuda").index_add_(0, index, src)
+b = torch.zeros(bins, device="cuda").scatter_add_(0, index, src)
+print(hashlib.sha256(a.cpu().numpy().tobytes() + b.cpu().numpy().tobytes()).hexdigest())
+"""
+
+
+def _digest(python: str, env: dict[str, str]) -> str:
+    result = subprocess.run([python, "-c", ATOMIC_SUMS], env=env, capture_output=True, text=True,
+                            timeout=300, check=True)
+    return result.stdout.strip()
+
+
+def _plain_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("REPROBOX_") and k != "CUBLAS_WORKSPACE_CONFIG"}
+
+
+class _NoNvml:
+    """An NVML whose library is not there, so that the probe asks nvidia-smi."""
+
+    class NVMLError(Exception):
+        pass
+
+    class NVMLError_LibraryNotFound(NVMLError):  # noqa: N801 - pynvml's own name
+        pass
+
+    def nvmlInit(self) -> None:  # noqa: N802 - pynvml's own name
+        raise self.NVMLError_LibraryNotFound()
+
+
+def test_nvml_and_nvidia_smi_agree_on_the_real_gpus(gpu_python: str) -> None:
+    through_nvml, _ = gpu.probe(subprocess_runner, os.environ)
+    through_smi, _ = gpu.probe(subprocess_runner, os.environ, nvml=_NoNvml())
+    assert through_smi.source == "nvidia-smi" and through_smi.devices
+    if through_nvml.source == "nvml":  # nvidia-ml-py is optional
+        assert through_nvml.devices == through_smi.devices
+        assert through_nvml.driver_version == through_smi.driver_version
+        assert through_nvml.cuda_driver_version == through_smi.cuda_driver_version
+
+
+def test_the_shim_makes_atomic_float_sums_bit_identical(gpu_python: str) -> None:
+    plain = {_digest(gpu_python, _plain_env()) for _ in range(3)}
+    shim_env = seeding.process_env(seeding.determinism(42), str(seeding.SHIM_DIR), None,
+                                   _plain_env())
+    shimmed = {_digest(gpu_python, shim_env) for _ in range(3)}
+    assert len(shimmed) == 1
+    assert len(plain) > 1, "three plain runs agreed: this GPU added in the same order each time"
+
+
+def _capture(python: str, project: Path, *args: str) -> manifest_io.Manifest:
+    subprocess.run(["git", "init", "-q"], cwd=project, check=False)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    subprocess.run([sys.executable, "-m", "reprobox", "capture", "--seed", "7", *args, "--",
+                    python, "train.py"], cwd=project, env=env, check=True, timeout=600)
+    (manifest,) = project.glob(".reprobox/runs/*/manifest.yaml")
+    return manifest_io.read(manifest)
+
+
+def test_capture_records_the_gpu_the_cuda_stack_and_the_numerics(
+        gpu_python: str, tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text((REPO / "examples/torch-gpu/train.py").read_text())
+    manifest = _capture(gpu_python, tmp_path)
+    assert manifest.gpu is not None and manifest.gpu.devices
+    assert manifest.cuda is not None and manifest.cuda.torch_cuda
+    state = manifest.determinism.state
+    assert state["torch.cuda.initialized"] is True
+    assert manifest.gpu.devices[0].name in str(state["torch.cuda.devices_used"])
+    assert state["torch.deterministic_algorithms"] is True
+    assert state["torch.cudnn.deterministic"] is True and state["torch.cudnn.benchmark"] is False
+    assert isinstance(state["torch.cudnn.version"], int)
+    assert preflight.used_gpu(manifest)
+    host, _ = gpu.probe(subprocess_runner, os.environ)
+    plan = preflight.check(manifest, host, ("nvidia",), cpu=False)
+    assert plan.gpus and not plan.expect_tolerance
+
+
+def test_warn_only_records_the_ops_without_a_deterministic_kernel(
+        gpu_python: str, tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text(
+        "import torch\nx = torch.rand(4096, device='cuda')\nprint(torch.histc(x, bins=8))\n")
+    manifest = _capture(gpu_python, tmp_path, "--warn-only")
+    assert "_histc_cuda" in str(manifest.determinism.state["torch.nondeterministic_ops"])
