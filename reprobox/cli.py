@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from reprobox.errors import ReproboxError
 
 if TYPE_CHECKING:
     from reprobox.build import BuiltImage
+    from reprobox.manifest import Gpus
 
 EXIT_NOT_REPRODUCED = 3
 # Build-log lines shown only with --verbose (the spinner still shows them as they pass).
@@ -69,6 +71,7 @@ def _capture(args: argparse.Namespace, err: Console) -> int:
         seed=args.seed,
         threads=args.threads,
         deterministic=not args.no_deterministic,
+        warn_only=args.warn_only,
         inputs=tuple(args.input),
         outputs=tuple(args.output),
         env_names=tuple(args.env),
@@ -139,14 +142,26 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
     timeout = DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout
     # With --json, stdout carries only the JSON: the run's own output goes to stderr.
     shown = sys.stderr if getattr(args, "json", False) else sys.stdout
-    folder = replay(target, DockerEngine(), _writer(shown), timeout, args.memory)
+    folder = replay(target, DockerEngine(), _writer(shown), timeout, args.memory,
+                    host_gpus=_host_gpus(args.cpu), cpu=args.cpu)
     result = read_result(folder)
+    for note in result.notes:
+        err.print(f"[yellow]warning:[/] {escape(note)}", soft_wrap=True)
     timed_out = " (timed out)" if result.timed_out else ""
     err.print(
         f"replay {result.replay_id}: exit code {result.exit_code}{timed_out} -> {folder}",
         soft_wrap=True,
     )
     return 0 if result.exit_code == 0 and not result.timed_out else 1
+
+
+def _host_gpus(cpu: bool) -> Gpus:
+    """This host's GPUs, which the preflight weighs against the original's (none with --cpu)."""
+    from reprobox.capture import gpu
+    from reprobox.capture.runner import subprocess_runner
+    from reprobox.manifest import Gpus
+
+    return Gpus(source="none") if cpu else gpu.probe(subprocess_runner, os.environ)[0]
 
 
 def _compare(args: argparse.Namespace, err: Console) -> int:
@@ -181,6 +196,25 @@ def _show(args: argparse.Namespace, err: Console) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace, err: Console) -> int:
+    from reprobox import doctor, report
+    from reprobox.errors import UsageError
+
+    if args.bundle is not None and args.python is not None:
+        raise UsageError("--python checks an environment, not a bundle",
+                         hint="reprobox doctor --python PATH, or reprobox doctor BUNDLE")
+    with err.status("looking for determinism hazards"):
+        if args.bundle is not None:
+            diagnosis = doctor.check_bundle(bundle.find(args.bundle))
+        else:
+            diagnosis = doctor.check_environment(Path.cwd(), args.python)
+    if args.json:
+        print(report.findings_json(diagnosis.findings))
+    else:
+        Console().print(report.findings_table(diagnosis.findings, diagnosis.subject))
+    return EXIT_NOT_REPRODUCED if diagnosis.hazardous else 0
+
+
 def _writer(stream: TextIO) -> Callable[[bytes], None]:
     def write(chunk: bytes) -> None:
         stream.buffer.write(chunk)
@@ -196,7 +230,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reprobox",
         description="Capture, rebuild, replay and compare ML runs.",
-        epilog="exit codes: 0 done/reproduced, 1 error, 2 usage, 3 not reproduced",
+        epilog="exit codes: 0 done/reproduced, 1 error, 2 usage, 3 not reproduced, "
+        "4 this host cannot replay it as captured (no GPU, old driver)",
     )
     parser.add_argument("--version", action="version", version=f"reprobox {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -212,6 +247,7 @@ def _parser() -> argparse.ArgumentParser:
         ("show", _show, "show what a bundle recorded"),
     ):
         _add_bundle_verb(verbs, name, handler, helptext)
+    _add_doctor(verbs)
     return parser
 
 
@@ -233,6 +269,11 @@ def _add_capture(verbs: argparse._SubParsersAction) -> None:  # type: ignore[typ
         "--no-deterministic",
         action="store_true",
         help="do not force torch deterministic algorithms",
+    )
+    sub.add_argument(
+        "--warn-only",
+        action="store_true",
+        help="ops with no deterministic kernel warn (and are recorded) instead of failing",
     )
     sub.add_argument(
         "--input",
@@ -291,9 +332,28 @@ def _add_bundle_verb(
             help="stop the replay after this many seconds (default: 6 hours)",
         )
         sub.add_argument("--memory", help="memory limit for the replay, e.g. 8g (default: none)")
+        sub.add_argument("--cpu", action="store_true",
+                         help="replay a GPU run on the CPU; outputs are judged by tolerance")
     if name in ("compare", "run", "show"):
         sub.add_argument("--json", action="store_true", help="machine-readable output")
     if name == "compare":
         sub.add_argument("--replay", help="the replay folder to compare (default: the newest)")
     _common(sub)
     sub.set_defaults(handler=handler)
+
+
+def _add_doctor(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    sub = verbs.add_parser(
+        "doctor",
+        help="list the determinism hazards of this project or of a bundle, with fixes",
+        epilog="exit codes: 0 no hazards, 1 error, 3 hazards found (warnings or errors)",
+    )
+    sub.add_argument(
+        "bundle", nargs="?", help="bundle folder or run id (default: this project and Python)"
+    )
+    sub.add_argument(
+        "--python", metavar="PATH", help="the interpreter to check (default: python3 on PATH)"
+    )
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    _common(sub)
+    sub.set_defaults(handler=_doctor)

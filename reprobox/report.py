@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shlex
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -11,6 +14,9 @@ from rich.text import Text
 
 from reprobox.compare import Comparison, OutputComparison
 from reprobox.manifest import FileRecord, Git, Manifest, Output, Package, Python, System
+
+if TYPE_CHECKING:
+    from reprobox.doctor import Finding
 
 _VERDICT_STYLE = {
     "identical": "bold green",
@@ -20,6 +26,7 @@ _VERDICT_STYLE = {
     "missing": "bold red",
     "extra": "magenta",
 }
+_SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 _MAX_LISTED = 8  # files or packages shown per section before "… and N more"
 _LABEL_WIDTH = 14  # so the fields of the run, Python, system and git sections line up
 
@@ -60,6 +67,42 @@ def manifest_summary(manifest: Manifest) -> RenderableType:
     parts += _section(f"Outputs ({len(manifest.outputs)})", _output_rows(manifest.outputs))
     parts += _bullets("Notes", manifest.notes)
     return Group(*parts)
+
+
+def findings_table(findings: Sequence[Finding], subject: str) -> RenderableType:
+    """What `reprobox doctor` prints: one row per hazard (severity, what, fix), then a summary."""
+    heading = Text.assemble(("Doctor: ", "bold"), (subject, "bold cyan"))
+    if not findings:
+        return Group(heading, Text("no determinism hazards found", style="bold green"))
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    table.add_column("Severity", no_wrap=True)
+    table.add_column("Hazard", overflow="fold", ratio=3)
+    table.add_column("Fix", overflow="fold", ratio=2)
+    for finding in findings:
+        table.add_row(Text(finding.severity, style=_SEVERITY_STYLE.get(finding.severity, "")),
+                      Text.assemble((finding.code, "bold"), "\n", finding.message),
+                      Text(finding.fix))
+    return Group(heading, table, _findings_summary(findings))
+
+
+def findings_json(findings: Sequence[Finding]) -> str:
+    """The findings as an indented JSON list of {code, severity, message, fix}."""
+    return json.dumps([dataclasses.asdict(finding) for finding in findings], indent=2)
+
+
+# --- doctor pieces ------------------------------------------------------------------------------
+
+
+def _findings_summary(findings: Sequence[Finding]) -> Text:
+    counts = {level: sum(f.severity == level for f in findings)
+              for level in ("error", "warning", "info")}
+    parts = [f"{counts[level]} {name}{'' if counts[level] == 1 else 's'}"
+             for level, name in (("error", "error"), ("warning", "warning"), ("info", "note"))
+             if counts[level]]
+    if counts["error"] or counts["warning"]:
+        return Text.assemble(("NOT READY", "bold red"), f" ({', '.join(parts)}): a replay may "
+                             "not match the original until the fixes above are made")
+    return Text.assemble(("READY", "bold green"), f" ({', '.join(parts)})")
 
 
 # --- comparison pieces --------------------------------------------------------------------------
