@@ -1,4 +1,8 @@
-"""Choose a base image for a Python version, or bootstrap one locally when no registry answers."""
+"""Choose a base image for a Python version, or bootstrap one locally when no registry answers.
+
+An environment that needs the system CUDA toolkit gets the nvidia/cuda image `cuda.base_image`
+names instead; such a base must carry python3 with venv, which nvidia/cuda images do not.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from reprobox.cuda import CudaBase
 from reprobox.engine import ContainerSpec, Engine
 from reprobox.errors import BaseImageError, EngineError
 
@@ -47,7 +52,7 @@ class BaseImage:
 
     ref: str
     python_version: str
-    origin: str  # "official" | "local" | "user"
+    origin: str  # "official" | "local" | "user" | "cuda"
 
 
 # ---------------------------------------------------------------------------- names and tables
@@ -375,11 +380,18 @@ def _mounts_under(root: Path) -> list[str]:
 
 
 def choose(
-    engine: Engine, python_version: str, explicit: str | None, on_line: Callable[[str], None]
+    engine: Engine,
+    python_version: str,
+    explicit: str | None,
+    on_line: Callable[[str], None],
+    cuda_base: CudaBase | None = None,
 ) -> BaseImage:
-    """The base image for a captured Python: explicit, official (local or pulled), or local."""
+    """The base image for a captured Python: explicit, the CUDA base the environment needs,
+    official (local or pulled), or local."""
     if explicit:
         return _explicit(engine, explicit)
+    if cuda_base is not None:
+        return _cuda(engine, cuda_base, on_line)
     official = official_ref(python_version)
     if engine.has_image(official):
         return BaseImage(official, python_version, "official")
@@ -407,6 +419,28 @@ def _explicit(engine: Engine, ref: str) -> BaseImage:
                              hint="`docker load -i IMAGE.tar` it first, or build a base "
                              "with `reprobox base`")
     return BaseImage(ref, python_version_in(engine, ref), "user")
+
+
+def _cuda(engine: Engine, base: CudaBase, on_line: Callable[[str], None]) -> BaseImage:
+    """The nvidia/cuda image, present or pulled, once it is known to carry python3."""
+    recipe = (f"make one FROM {base.image} with `apt-get install python3 python3-venv`, "
+              "`docker load -i` it here, and pass it with --base-image IMAGE")
+    if not engine.has_image(base.image):
+        try:
+            engine.pull(base.image)
+        except BaseImageError:
+            raise BaseImageError(
+                f"image {base.image} is not present locally and no registry answers; this run "
+                f"needs the system CUDA toolkit ({base.reason}), on a base with python3 and venv",
+                hint=recipe) from None
+    try:
+        version = python_version_in(engine, base.image)
+    except BaseImageError:
+        raise BaseImageError(
+            f"image {base.image} has no python3; a CUDA base must carry python3 with venv",
+            hint=recipe) from None
+    on_line(f"using the CUDA base image {base.image}: {base.reason}")
+    return BaseImage(base.image, version, "cuda")
 
 
 def _local_base(engine: Engine, xy: str) -> BaseImage | None:

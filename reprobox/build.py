@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from reprobox import baseimage, lock, render, seeding, wheelhouse
+from reprobox import baseimage, cuda, lock, render, seeding, wheelhouse
 from reprobox.bundle import Bundle
 from reprobox.engine import ContainerSpec, Engine
 from reprobox.errors import BuildVerificationError, BundleError, RenderError
@@ -66,7 +66,8 @@ def build(
     """Build (or reuse) the image for `bundle` and record it in the bundle."""
     manifest = bundle.manifest()
     engine.ping()
-    base = baseimage.choose(engine, manifest.python.version, base_image, log)
+    cuda_base = None if base_image else cuda.base_image(manifest)  # an explicit base wins
+    base = baseimage.choose(engine, manifest.python.version, base_image, log, cuda_base)
     _check_python(manifest, base)
     cache = cache or wheelhouse.default_cache()
     target = _target(manifest, baseimage.glibc_in(engine, base.ref))

@@ -1,4 +1,8 @@
-"""The manifest's packages as `requirements.lock` text, and back: exact pins, sorted, hashed."""
+"""The manifest's packages as `requirements.lock` text, and back: exact pins, sorted, hashed.
+
+Pins keep their local labels (`torch==2.3.1+cu121`), and the lock names the wheel index each
+needs (`--extra-index-url .../cu121`), so it also installs from the network, with pip alone.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from reprobox import cuda
 from reprobox.manifest import Manifest, Package
 
 # reprobox itself is never installed in the image: the stdlib-only shim is copied instead.
@@ -33,8 +38,9 @@ def locked_packages(manifest: Manifest) -> list[Package]:
 def dumps(manifest: Manifest, hashes: Mapping[str, Sequence[str]] | None = None) -> str:
     """Render the lock; `hashes` maps a package name to its wheels' sha256 digests."""
     hashes = hashes or {}
-    lines = _header(manifest)
-    for package in locked_packages(manifest):
+    packages = locked_packages(manifest)
+    lines = _header(manifest) + _index_lines(packages)
+    for package in packages:
         lines.extend(_entry(package, sorted(hashes.get(package.name, ()))))
     return "\n".join(lines) + "\n"
 
@@ -72,8 +78,23 @@ def _header(manifest: Manifest) -> list[str]:
     ]
 
 
+def _index_lines(packages: Sequence[Package]) -> list[str]:
+    """One `--extra-index-url` per index the pins need besides the default (PyPI)."""
+    indexes = sorted({url for p in packages if (url := cuda.package_index(p))})
+    if not indexes:
+        return []
+    return [
+        "# Indexes besides the default one, for installing from the network "
+        "(--no-index ignores them):",
+        *[f"--extra-index-url {url}" for url in indexes],
+    ]
+
+
 def _entry(package: Package, digests: Sequence[str]) -> list[str]:
     lines = []
+    index = cuda.package_index(package)
+    if index:
+        lines.append(f"# {package.name}: from {cuda.describe_index(index)}")
     if package.source != "index":
         origin = package.url or "unknown"
         commit = f" @ {package.commit}" if package.commit else ""

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from reprobox import cuda
 from reprobox.errors import PreflightError
 from reprobox.manifest import Gpus, Manifest
 
@@ -61,28 +62,23 @@ def used_gpu(manifest: Manifest) -> bool:
     return bool(gpus and gpus.devices and others)
 
 
-def needed_cuda(manifest: Manifest) -> str | None:
-    """The newest CUDA version the environment's frameworks were built for ("12.1")."""
-    cuda = manifest.cuda
-    versions = [v for v in (cuda.frameworks.values() if cuda else ()) if _version(v)]
-    return max(versions, key=_version, default=None)
-
-
 def _version(text: str | None) -> tuple[int, ...]:
     match = re.match(r"^(\d+)(?:\.(\d+))?", text or "")
     return (int(match[1]), int(match[2] or 0)) if match else ()
 
 
 def _driver_notes(manifest: Manifest, host: Gpus) -> list[str]:
-    needed, supported = needed_cuda(manifest), host.cuda_driver_version
+    use, supported = cuda.environment_cuda(manifest), host.cuda_driver_version
+    needed = use.version if use else None
     if not needed or not supported or _version(supported) >= _version(needed):
         return []
     if _version(supported)[0] < _version(needed)[0]:
+        floor = cuda.min_driver(needed)
         raise PreflightError(
             f"this host's driver {host.driver_version} supports CUDA up to {supported}; "
-            f"the environment was built for CUDA {needed}",
-            hint=f"upgrade the NVIDIA driver to one for CUDA {needed} or newer, replay on "
-            "another host, or pass --cpu")
+            f"the environment was built for CUDA {needed} ({use.source if use else ''})",
+            hint=f"upgrade the NVIDIA driver to {floor or 'one for CUDA ' + needed} or newer, "
+            "replay on another host, or pass --cpu")
     return [f"the driver here supports CUDA {supported}, the environment was built for "
             f"{needed}: it runs by CUDA's minor-version compatibility, but kernels compiled "
             "for the newer version may fail to load"]

@@ -1,8 +1,9 @@
 """Fetch a wheel for every pinned package on the host, so the image builds with no network.
 
 Index packages are downloaded for the image's interpreter and platform (one batched
-`pip download`, cached); local, editable, VCS and URL packages, and index packages that ship
-no wheel, are built with `pip wheel` from their recorded source.
+`pip download`, cached, with the extra indexes their pins need, such as PyTorch's cu121);
+local, editable, VCS and URL packages, and index packages that ship no wheel, are built with
+`pip wheel` from their recorded source.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from reprobox import cuda
 from reprobox.errors import WheelError
 from reprobox.fileio import sha256_file
 from reprobox.manifest import Package
@@ -31,6 +34,9 @@ _UNREACHABLE = re.compile(
     r"Name or service not known|No route to host|Connection refused|Read timed out|"
     r"Network is unreachable|ProxyError|SSLError"
 )
+_RETRY_PATH = re.compile(r"': (/\S*)$")  # the URL path at the end of pip's retry warning
+_LOOKING_IN = re.compile(r"^Looking in indexes: (.+)$", re.MULTILINE)
+_PIP_DEFAULT_INDEX = "https://pypi.org/simple"
 # Folders of a source tree that a wheel build writes or that hold no source.
 _NOT_SOURCE = frozenset({"__pycache__", "build", "dist", "node_modules"})
 
@@ -110,8 +116,8 @@ def _download(packages: Sequence[Package], target: Target, cache: Path, log: Log
         return
     if _UNREACHABLE.search(batch.stderr):
         raise WheelError(
-            f"cannot reach the package index to fetch {len(packages)} wheels: "
-            f"{_last_line(batch.stderr)}",
+            f"cannot reach the package index {_unreachable(batch, _indexes(packages))} to fetch "
+            f"{len(packages)} wheels: {_last_line(batch.stderr)}",
             hint="check the network and pip's index settings (`pip config list`); "
             "wheels already in the cache are reused",
         )
@@ -144,9 +150,37 @@ def _pip_download(
         "--abi",
         "none",
         *platforms,
+        *[arg for url in _indexes(packages) for arg in ("--extra-index-url", url)],
         *[f"{p.name}=={p.version}" for p in packages],
     ]
     return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+
+def _indexes(packages: Sequence[Package]) -> list[str]:
+    """The extra indexes the pins need (torch==2.3.1+cu121: PyTorch's cu121 index)."""
+    return sorted({url for p in packages if (url := cuda.package_index(p))})
+
+
+def _unreachable(batch: subprocess.CompletedProcess[str], extra: Sequence[str]) -> str:
+    """The index(es) pip could not connect to, from the URL paths its retry warnings name."""
+    looked_in = _LOOKING_IN.search(batch.stdout + batch.stderr)
+    indexes = looked_in[1].split(", ") if looked_in else [_PIP_DEFAULT_INDEX, *extra]
+    paths = [
+        match[1]
+        for line in batch.stderr.splitlines()
+        if _UNREACHABLE.search(line) and (match := _RETRY_PATH.search(line.strip()))
+    ]
+    # A failed path belongs to the index whose own path is its longest prefix.
+    owners = {max(indexes, key=lambda url: _prefix_length(url, path)) for path in paths}
+    failed = [url for url in indexes if url in owners and any(
+        _prefix_length(url, path) for path in paths)]
+    return ", ".join(failed) if failed else "(one of " + ", ".join(indexes) + ")"
+
+
+def _prefix_length(url: str, path: str) -> int:
+    """How much of `path` the index at `url` accounts for; 0 when it is not under it."""
+    prefix = urllib.parse.urlsplit(url).path.rstrip("/") + "/"
+    return len(prefix) if path.startswith(prefix) else 0
 
 
 def _build(package: Package, target: Target, cache: Path, log: Log) -> Path:

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
+from reprobox import cuda
 from reprobox.capture.cuda_stack import from_report
 from reprobox.capture.environ import strip_url_credentials
 from reprobox.capture.runner import Runner
@@ -161,7 +162,7 @@ def _package(dist: Mapping[str, Any]) -> Package:
     name, version = normalize_name(str(dist["name"])), str(dist["version"])
     direct = dist.get("direct_url")
     if not isinstance(direct, Mapping) or not isinstance(direct.get("url"), str):
-        return Package(name, version)
+        return Package(name, version, index_url=cuda.index_url(name, version))
     url = strip_url_credentials(direct["url"])
     subdirectory = _opt_str(direct.get("subdirectory"))
     vcs = direct.get("vcs_info")

@@ -9,6 +9,7 @@ import pytest
 
 from reprobox import baseimage
 from reprobox.baseimage import BaseImage, choose, debian_mirror, local_ref, official_ref
+from reprobox.cuda import CudaBase
 from reprobox.errors import BaseImageError
 from tests.unit import fakes
 
@@ -205,3 +206,48 @@ def test_glibc_of_an_unknown_image_is_asked_of_it() -> None:
     engine = fakes.FakeEngine(images={"my/img:1"}, run_output=b"2.35\n")
     assert baseimage.glibc_in(engine, "my/img:1") == "2.35"  # type: ignore[arg-type]
     assert "libc_ver" in engine.runs[0].argv[-1]
+
+
+CUDA_BASE = CudaBase(image="nvidia/cuda:12.2.2-runtime-ubuntu22.04", cuda="12.2.2", cudnn=None,
+                     ubuntu="22.04", python="3.10",
+                     reason="cupy-cuda12x 13.3.0 for CUDA 12 without the nvidia-cuda-runtime-cu12 "
+                     "wheels")
+
+
+def test_choose_the_cuda_base_present_locally() -> None:
+    engine = _engine(present=[CUDA_BASE.image])
+    notes: list[str] = []
+    chosen = choose(engine, "3.10.12", None, notes.append, CUDA_BASE)
+    assert chosen == BaseImage(CUDA_BASE.image, "3.12.4", "cuda")
+    assert engine.pulled == [] and engine.runs[0].argv[0] == "python3"
+    assert notes == [f"using the CUDA base image {CUDA_BASE.image}: {CUDA_BASE.reason}"]
+
+
+def test_choose_pulls_the_cuda_base_rather_than_the_official_one() -> None:
+    engine = _engine(pullable=[CUDA_BASE.image, official_ref("3.10.12")])
+    assert choose(engine, "3.10.12", None, print, CUDA_BASE).ref == CUDA_BASE.image
+    assert engine.pulled == [CUDA_BASE.image]
+
+
+def test_an_explicit_base_wins_over_the_cuda_one() -> None:
+    engine = _engine(present=["my/cuda-py:1"])
+    assert choose(engine, "3.10.12", "my/cuda-py:1", print, CUDA_BASE).origin == "user"
+    assert engine.pulled == []
+
+
+def test_an_absent_cuda_base_names_the_image_and_what_it_must_carry() -> None:
+    with pytest.raises(BaseImageError) as caught:
+        choose(_engine(), "3.10.12", None, print, CUDA_BASE)
+    message, hint = str(caught.value), caught.value.hint or ""
+    assert message.startswith(f"image {CUDA_BASE.image} is not present locally and no registry")
+    assert "needs the system CUDA toolkit (cupy-cuda12x 13.3.0" in message
+    assert "python3 and venv" in message
+    assert f"FROM {CUDA_BASE.image}" in hint and "python3-venv" in hint
+    assert "docker load" in hint and "--base-image" in hint
+
+
+def test_a_cuda_base_without_python_is_refused() -> None:
+    engine = _engine(present=[CUDA_BASE.image])
+    engine.run_exit_code = 127  # as `python3` in a bare nvidia/cuda image: not found
+    with pytest.raises(BaseImageError, match="has no python3; a CUDA base must carry python3"):
+        choose(engine, "3.10.12", None, print, CUDA_BASE)

@@ -194,3 +194,12 @@ def test_resolve_env_prefix_and_edge_cases(venv: Path) -> None:
 
 def test_normalize_name() -> None:
     assert python_env.normalize_name("Foo_Bar.baz--Qux") == "foo-bar-baz-qux"
+
+
+def test_a_torch_build_from_the_pytorch_index_records_that_index(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REPROBOX_TORCH_INDEX_URL", raising=False)
+    dist = {"name": "torch", "version": "2.3.1+cu121", "direct_url": None}
+    package = python_env._package(dist)
+    assert package.index_url == "https://download.pytorch.org/whl/cu121"
+    assert python_env._package({"name": "torch", "version": "2.3.1"}).index_url is None

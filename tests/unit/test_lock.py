@@ -1,10 +1,21 @@
-"""requirements.lock: sorted exact pins with hashes, and parsed back."""
+"""requirements.lock: sorted exact pins with hashes and the indexes they need, parsed back."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import zipfile
 from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
 
 from reprobox import lock
+from reprobox import manifest as manifest_io
 from reprobox.manifest import Manifest, Package
 
 
@@ -14,7 +25,8 @@ def _with(manifest: Manifest, *packages: Package) -> Manifest:
 
 def test_pins_are_sorted_exact_and_keep_local_versions(sample_manifest: Manifest) -> None:
     manifest = _with(sample_manifest, Package("torch", "2.3.0+cpu"), Package("numpy", "2.1.3"))
-    pins = [line for line in lock.dumps(manifest).splitlines() if not line.startswith("#")]
+    lines = lock.dumps(manifest).splitlines()
+    pins = [line for line in lines if not line.startswith(("#", "--extra-index-url "))]
     assert pins == ["numpy==2.1.3", "torch==2.3.0+cpu"]
 
 
@@ -52,3 +64,119 @@ def test_non_index_sources_are_explained(sample_manifest: Manifest) -> None:
     )
     text = lock.dumps(_with(sample_manifest, vcs))
     assert "# mylib: built from vcs source git+https://example.org/mylib.git @ deadbeef" in text
+
+
+# ---------------------------------------------------------------------------- wheel indexes
+
+PYTORCH = "https://download.pytorch.org/whl"
+MANIFESTS = Path(__file__).resolve().parents[1] / "data" / "manifests"
+
+
+@pytest.fixture(autouse=True)
+def _no_mirror(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REPROBOX_TORCH_INDEX_URL", raising=False)
+
+
+def _torch_stack(sample_manifest: Manifest) -> Manifest:
+    return _with(
+        sample_manifest,
+        Package("numpy", "1.26.4"),
+        Package("torch", "2.3.1+cu121", index_url=f"{PYTORCH}/cu121"),  # recorded at capture
+        Package("torchaudio", "2.3.1+cpu"),  # an older capture: no index recorded
+        Package("torchvision", "0.18.1+cu121"),
+    )
+
+
+def test_each_index_is_named_once_at_the_top_and_per_package(sample_manifest: Manifest) -> None:
+    lines = lock.dumps(_torch_stack(sample_manifest)).splitlines()
+    first_pin = next(i for i, line in enumerate(lines) if "==" in line)
+    assert [line for line in lines if line.startswith("--")] == [
+        f"--extra-index-url {PYTORCH}/cpu",
+        f"--extra-index-url {PYTORCH}/cu121",
+    ]
+    assert all(lines.index(f"--extra-index-url {PYTORCH}/{label}") < first_pin
+               for label in ("cpu", "cu121"))
+    assert "# torch: from the PyTorch cu121 index" in lines
+    assert "# torchvision: from the PyTorch cu121 index" in lines
+    assert "# torchaudio: from the PyTorch cpu index" in lines
+    assert not any(line.startswith("# numpy:") for line in lines)
+
+
+def test_a_lock_without_torch_names_no_index(sample_manifest: Manifest) -> None:
+    assert "--extra-index-url" not in lock.dumps(sample_manifest)
+
+
+def test_indexes_do_not_disturb_hashes_or_parsing(sample_manifest: Manifest) -> None:
+    manifest = _torch_stack(sample_manifest)
+    digests = {"torch": ["a" * 64], "numpy": ["b" * 64], "torchaudio": ["c" * 64],
+               "torchvision": ["d" * 64]}
+    text = lock.dumps(manifest, digests)
+    assert lock.loads(text)["torch"] == lock.Pin("torch", "2.3.1+cu121", ("a" * 64,))
+    assert lock.is_hashed(text, manifest)
+
+
+def test_a_mirror_is_written_in_place_of_pytorchs_index(
+    sample_manifest: Manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REPROBOX_TORCH_INDEX_URL", "http://mirror.lan/whl")
+    text = lock.dumps(_torch_stack(sample_manifest))
+    assert "--extra-index-url http://mirror.lan/whl/cu121\n" in text
+    assert PYTORCH not in text
+
+
+def _fake_wheel(folder: Path, name: str, version: str) -> str:
+    """A minimal valid wheel (metadata only); returns its sha256."""
+    dist = f"{name.replace('-', '_')}-{version}"
+    path = folder / f"{dist}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(f"{dist}.dist-info/METADATA",
+                       f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        wheel.writestr(f"{dist}.dist-info/WHEEL",
+                       "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                       "Tag: py3-none-any\n")
+        wheel.writestr(f"{dist}.dist-info/RECORD", "")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_pip_itself_installs_from_the_lock(sample_manifest: Manifest, tmp_path: Path) -> None:
+    """pip parses the lock (index options, comments, hashes) and resolves every pin from it."""
+    manifest = _torch_stack(sample_manifest)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    digests = {p.name: [_fake_wheel(wheels, p.name, p.version)] for p in manifest.python.packages}
+    (tmp_path / "requirements.lock").write_text(lock.dumps(manifest, digests))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-index",
+         "--no-deps", "--require-hashes", "--only-binary=:all:", "--find-links", str(wheels),
+         "--report", str(tmp_path / "report.json"), "-r", str(tmp_path / "requirements.lock")],
+        capture_output=True, text=True, env={**env, "PIP_CONFIG_FILE": os.devnull}, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    installed = {i["metadata"]["name"]: i["metadata"]["version"] for i in report["install"]}
+    assert installed == {p.name: p.version for p in manifest.python.packages}
+
+
+@pytest.mark.parametrize(
+    ("name", "indexes"),
+    [
+        ("a100-torch231-cu121", [f"{PYTORCH}/cu121"]),
+        ("rtx4090-torch212-cu118", [f"{PYTORCH}/cu118"]),
+        ("cpu-torch240", [f"{PYTORCH}/cpu"]),
+        ("h100-torch211-cu130", []),  # PyPI's torch 2.11.0 has no label: no extra index
+        ("cupy-cuda12x-l4", []),
+    ],
+)
+def test_example_locks_are_valid_requirements(name: str, indexes: list[str]) -> None:
+    manifest = manifest_io.read(MANIFESTS / f"{name}.yaml")
+    text = lock.dumps(manifest, {p.name: ["e" * 64] for p in manifest.python.packages})
+    logical = text.replace("\\\n", " ").splitlines()
+    options = [line.split()[1] for line in logical if line.startswith("--extra-index-url ")]
+    assert options == indexes
+    pins = [line.split(" --hash")[0].strip() for line in logical if line[:1] not in ("#", "-")]
+    parsed = {Requirement(pin).name: Requirement(pin) for pin in pins}
+    assert {n: str(r.specifier) for n, r in parsed.items()} == {
+        p.name: f"=={p.version}" for p in lock.locked_packages(manifest)
+    }
+    assert lock.is_hashed(text, manifest)

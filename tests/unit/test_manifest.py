@@ -123,7 +123,8 @@ def test_a_version_1_manifest_is_migrated_in_memory() -> None:
 
 
 def test_a_version_2_manifest_is_migrated_in_memory() -> None:
-    path = Path(__file__).resolve().parents[1] / "data" / "manifests" / "torch-h100-nogpufields.yaml"
+    manifests = Path(__file__).resolve().parents[1] / "data" / "manifests"
+    path = manifests / "torch-h100-nogpufields.yaml"
     assert "schema_version: 2\n" in path.read_text()  # a real capture on an H100
     manifest = manifest_io.read(path)
     assert manifest.schema_version == 3

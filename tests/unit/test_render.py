@@ -8,13 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from reprobox import cuda, render
 from reprobox import manifest as manifest_io
-from reprobox import render
-from reprobox.manifest import Manifest
+from reprobox.baseimage import official_ref
+from reprobox.manifest import Gpu, Gpus, Manifest
 
 ROOT = Path(__file__).resolve().parents[2]
-GOLDEN_BASE = "python:3.11.7-slim-bookworm"
 EXAMPLES = sorted((ROOT / "tests" / "data" / "manifests").glob("*.yaml"))
+
+
+def _golden_base(manifest: Manifest) -> str:
+    """The base `reprobox build` picks when a registry answers: CUDA image, else official."""
+    needed = cuda.base_image(manifest)
+    return needed.image if needed else official_ref(manifest.python.version)
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
@@ -23,7 +29,8 @@ def test_dockerfiles_folder_matches_what_the_code_renders(path: Path) -> None:
 
     Regenerate deliberately with REPROBOX_UPDATE_GOLDEN=1.
     """
-    rendered = render.dockerfile(manifest_io.read(path), GOLDEN_BASE)
+    manifest = manifest_io.read(path)
+    rendered = render.dockerfile(manifest, _golden_base(manifest))
     golden = ROOT / "dockerfiles" / f"{path.stem}.Dockerfile"
     if os.environ.get("REPROBOX_UPDATE_GOLDEN") == "1":
         golden.write_text(rendered)
@@ -82,3 +89,51 @@ def test_workdir_is_under_the_project(sample_manifest: Manifest) -> None:
     sub = replace(sample_manifest, run=replace(sample_manifest.run, workdir="src/exp"))
     assert render.container_workdir(sub) == "/app/src/exp"
     assert render.container_workdir(sample_manifest) == "/app"
+
+
+NVIDIA_ENV = "ENV NVIDIA_VISIBLE_DEVICES=all \\\n    NVIDIA_DRIVER_CAPABILITIES=compute,utility\n"
+
+
+def _example(name: str) -> Manifest:
+    return manifest_io.read(ROOT / "tests" / "data" / "manifests" / f"{name}.yaml")
+
+
+@pytest.mark.parametrize(
+    ("name", "nvidia"),
+    [("a100-torch231-cu121", True), ("rtx4090-torch212-cu118", True),
+     ("h100-torch211-cu130", True), ("cupy-cuda12x-l4", True),
+     ("torch-h100-nogpufields", True),  # no GPU probe, but a CUDA build
+     ("cpu-torch240", False), ("numpy-sgd", False)],
+)
+def test_nvidia_runtime_variables_only_for_gpu_runs(name: str, nvidia: bool) -> None:
+    assert (NVIDIA_ENV in render.dockerfile(_example(name), "base:1")) is nvidia
+
+
+def test_a_cpu_build_that_saw_a_gpu_still_gets_the_gpu(sample_manifest: Manifest) -> None:
+    gpus = Gpus("nvml", "535.183.01", "12.2", (Gpu(0, "NVIDIA L4", "GPU-1", 23034, "8.9"),))
+    saw = replace(sample_manifest, gpu=gpus)
+    assert NVIDIA_ENV in render.dockerfile(saw, "base:1")
+    hidden = replace(sample_manifest, gpu=replace(gpus, visible_devices=""))
+    assert NVIDIA_ENV not in render.dockerfile(hidden, "base:1")
+
+
+def test_comments_name_the_captured_gpu_driver_and_cuda() -> None:
+    notes = render.gpu_notes(_example("a100-torch231-cu121"))
+    assert notes == [
+        "GPU at capture: 2 x NVIDIA A100-SXM4-80GB (compute 8.0, 81920 MiB); "
+        "CUDA_VISIBLE_DEVICES=0,1.",
+        "NVIDIA driver at capture: 535.183.01, for CUDA up to 12.2.",
+        "CUDA 12.1 in the environment (torch 2.3.1+cu121); a replay host needs an NVIDIA driver "
+        ">= 530.30.02.",
+    ]
+    assert render.gpu_notes(_example("numpy-sgd")) == []
+    assert render.gpu_notes(_example("cpu-torch240")) == [
+        "No NVIDIA GPU at capture.", "torch 2.4.0+cpu is a CPU build."]
+
+
+def test_a_cuda_base_states_that_it_must_carry_python() -> None:
+    text = render.dockerfile(_example("cupy-cuda12x-l4"), "nvidia/cuda:12.2.2-runtime-ubuntu22.04")
+    assert "# Needs the system CUDA toolkit: cupy-cuda12x 13.3.0 for CUDA 12" in text
+    assert "must also carry python3 with venv (apt-get install python3 python3-venv)" in text
+    assert text.count("FROM nvidia/cuda:12.2.2-runtime-ubuntu22.04") == 2
+    assert "RUN python3 -m venv /opt/reprobox/env" in text

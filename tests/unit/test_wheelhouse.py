@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,46 @@ def test_wheels_must_fit_the_image_glibc_not_the_host() -> None:
     tags = "numpy-2.0.0-cp39-cp39-manylinux_2_34_x86_64.whl"[:-4].split("-")[-3:]
     assert not wheelhouse._compatible(tags, bullseye)
     assert wheelhouse._compatible(tags, wheelhouse.Target("3.9", "cp39", glibc="2.41"))
+
+
+def test_pins_from_pytorchs_index_name_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REPROBOX_TORCH_INDEX_URL", raising=False)
+    packages = [Package("torch", "2.3.1+cu121"), Package("torchvision", "0.18.1+cu121"),
+                Package("torchaudio", "2.3.1+cpu"), Package("numpy", "1.26.4")]
+    assert wheelhouse._indexes(packages) == [
+        "https://download.pytorch.org/whl/cpu", "https://download.pytorch.org/whl/cu121"]
+
+
+def test_an_unreachable_extra_index_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real pip: the default index is an empty local folder (it answers), PyTorch's a closed port.
+    (tmp_path / "simple").mkdir()
+    monkeypatch.setenv("PIP_INDEX_URL", (tmp_path / "simple").as_uri())
+    monkeypatch.setenv("PIP_FIND_LINKS", "")
+    monkeypatch.setenv("PIP_RETRIES", "1")
+    monkeypatch.setenv("REPROBOX_TORCH_INDEX_URL", "http://127.0.0.1:9/whl")
+    with pytest.raises(WheelError) as err:
+        wheelhouse.fetch([Package("torch", "2.3.1+cu121")], TARGET, tmp_path / "cache", print)
+    assert str(err.value).startswith(
+        "cannot reach the package index http://127.0.0.1:9/whl/cu121 to fetch 1 wheels")
+    assert "file:" not in str(err.value)
+
+
+# pip 23.2.1's words when PyPI answered and PyTorch's cu121 index did not (recorded here).
+PIP_OUTPUT = (
+    "Looking in indexes: https://pypi.org/simple, http://127.0.0.1:9/whl/cu121\n",
+    "WARNING: Retrying (Retry(total=0, connect=None, read=None, redirect=None, status=None)) after "
+    "connection broken by 'NewConnectionError('<pip._vendor.urllib3.connection.HTTPConnection "
+    "object at 0x7f49fb580b90>: Failed to establish a new connection: [Errno 111] Connection "
+    "refused')': /whl/cu121/torch/\n"
+    "ERROR: No matching distribution found for torch==2.3.1+cu121\n",
+)
+
+
+def test_the_index_that_did_not_answer_is_told_from_the_one_that_did() -> None:
+    batch = subprocess.CompletedProcess([], 1, *PIP_OUTPUT)
+    assert wheelhouse._unreachable(batch, []) == "http://127.0.0.1:9/whl/cu121"
+    silent = subprocess.CompletedProcess([], 1, "", "Connection refused\n")
+    assert wheelhouse._unreachable(silent, ["http://x/whl/cu121"]) == (
+        "(one of https://pypi.org/simple, http://x/whl/cu121)")
