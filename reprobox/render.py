@@ -46,7 +46,8 @@ def dockerfile(manifest: Manifest, base_image: str) -> str:
         env_dir=ENV_DIR,
         shim_dir=SHIM_DIR,
         uid=UID,
-        environment=sorted((k, _env_value(v)) for k, v in manifest.determinism.env.items()),
+        environment=sorted((k, _env_value(v))
+                           for k, v in seeding.replay_env(manifest.determinism).items()),
         notes=gpu_notes(manifest),
         nvidia_env=" \\\n    ".join(f"{k}={v}" for k, v in NVIDIA_ENV) if _wants_gpu(manifest)
         else "",

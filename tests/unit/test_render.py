@@ -137,3 +137,10 @@ def test_a_cuda_base_states_that_it_must_carry_python() -> None:
     assert "must also carry python3 with venv (apt-get install python3 python3-venv)" in text
     assert text.count("FROM nvidia/cuda:12.2.2-runtime-ubuntu22.04") == 2
     assert "RUN python3 -m venv /opt/reprobox/env" in text
+
+
+def test_the_image_turns_tf32_off_where_the_original_had_it_off() -> None:
+    # a real H100 capture: torch's default, matmul TF32 off and cuDNN TF32 on
+    manifest = manifest_io.read(ROOT / "tests" / "data" / "manifests" / "torch-h100.yaml")
+    assert manifest.determinism.state["torch.matmul.allow_tf32"] is False
+    assert "    REPROBOX_TF32_OFF=matmul \\\n" in render.dockerfile(manifest, "base:1")
