@@ -137,9 +137,9 @@ def run_entries(project: Path) -> list[str]:
     return sorted(p.name for p in runs.iterdir()) if runs.is_dir() else []
 
 
-def assert_one_line_error(result: CliResult, *needles: str) -> None:
-    """Exit 1 with `error: ...` on one line naming each needle, a `hint:` line, no traceback."""
-    assert result.code == 1, result
+def assert_one_line_error(result: CliResult, *needles: str, code: int = 1) -> None:
+    """Exit `code` with `error: ...` on one line naming each needle, a `hint:`, no traceback."""
+    assert result.code == code, result
     lines = result.err.strip().splitlines()
     errors = [line for line in lines if line.startswith("error: ")]
     assert len(errors) == 1, result.err

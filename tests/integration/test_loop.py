@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from reprobox import manifest as manifest_io
 from reprobox.baseimage import BaseImage
 from reprobox.bundle import Bundle
 from reprobox.engine import DockerEngine
@@ -230,3 +232,44 @@ def test_replay_refuses_a_modified_input(mixed: Played) -> None:
     assert_one_line_error(result, str(data), "changed since capture")
     assert mixed.bundle.replays() == replays_before
     assert not [p for p in os.listdir(mixed.bundle.replays_dir) if p.endswith(".partial")]
+
+
+# --- a GPU run on this host, which has no GPU ---------------------------------------------------
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def _as_if_on_an_h100(bundle: Bundle) -> None:
+    """Give a captured bundle the GPU record and CUDA state of a real H100 capture."""
+    h100 = manifest_io.read(DATA / "manifests" / "torch-h100.yaml")
+    captured = bundle.manifest()
+    used = {key: value for key, value in h100.determinism.state.items()
+            if key.startswith("torch.cuda.")}
+    determinism = replace(captured.determinism, state={**captured.determinism.state, **used})
+    manifest_io.write(replace(captured, gpu=h100.gpu, determinism=determinism),
+                      bundle.manifest_path)
+
+
+def test_a_gpu_run_is_refused_without_a_gpu_and_replays_with_cpu(
+    sgd: Played, images: ImageTracker, tmp_path: Path
+) -> None:
+    project = images.track(tmp_path / "gpu-sgd")
+    shutil.copytree(sgd.project, project, symlinks=True)
+    bundle = only_bundle(project)
+    shutil.rmtree(bundle.replays_dir)
+    _as_if_on_an_h100(bundle)
+
+    refused = reprobox(["replay", str(bundle.path)], project)
+    assert_one_line_error(refused, "1× NVIDIA H100 80GB HBM3", "this host has no NVIDIA GPU",
+                          code=4)
+    assert "--cpu" in refused.err and not bundle.replays_dir.exists()
+
+    on_cpu = reprobox(["run", "--cpu", "--json", str(bundle.path)], project)
+    assert on_cpu.code == 0, on_cpu
+    assert "warning: replayed on the CPU (--cpu)" in on_cpu.err
+    comparison = json.loads(on_cpu.out)
+    assert comparison["verdict"] == "identical"  # numpy on the CPU either way
+    assert any("not bitwise" in note for note in comparison["notes"])
+    state = json.loads((bundle.replays()[-1] / "replay.json").read_text())
+    assert state["expect_tolerance"] is True and state["gpus"] is False
+    assert state["state"]["env.CUDA_VISIBLE_DEVICES"] == ""
