@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from reprobox import preflight
 from reprobox.bundle import Bundle
 from reprobox.capture import files, git, gpu, python_env
 from reprobox.capture.runner import Runner, subprocess_runner
-from reprobox.errors import CaptureError, ProbeUnavailable
+from reprobox.errors import CaptureError, PreflightError, ProbeUnavailable
 from reprobox.manifest import CudaStack, Git, Gpus, Manifest, Package, Scalar
 
 Severity = Literal["error", "warning", "info"]
@@ -74,6 +75,7 @@ class Facts:
     host_gpus: Gpus | None = None  # this host's, compared with a bundle's; None: not compared
     cuda: CudaStack | None = None
     notes: tuple[str, ...] = ()  # what could not be checked, and why
+    manifest: Manifest | None = None  # the bundle's, for the preflight's GPU questions
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,56 +283,33 @@ def _reseeded(library: str, seed: Scalar) -> Finding:
 
 
 def _gpu_host(facts: Facts) -> Iterator[Finding]:
-    captured, host = facts.gpus, facts.host_gpus
-    if captured is None or host is None or not captured.devices:
+    """A bundle's GPUs against this host's: the questions the replay's preflight asks."""
+    manifest, host = facts.manifest, facts.host_gpus
+    if manifest is None or host is None or not (manifest.gpu and manifest.gpu.devices):
         return
-    if not _uses_cuda(facts):
+    if not preflight.used_gpu(manifest):
         yield Finding(
             "gpu-unused", "info",
-            f"captured on {captured.describe()}, but the run did not use CUDA",
+            f"captured on {manifest.gpu.describe()}, but the run did not use CUDA",
             "nothing to fix; it replays on the CPU")
-    elif not host.devices:
-        yield Finding(
-            "gpu-missing", "error",
-            f"the run used {captured.describe()}; this host has no NVIDIA GPU",
-            "replay on a host with an NVIDIA GPU, or replay with --cpu and compare with "
-            "tolerance")
-    else:
-        yield from _gpu_differences(captured, host)
-        yield from _driver_differences(captured, host, _needed_cuda(facts))
+        return
+    try:
+        plan = preflight.check(manifest, host, ("nvidia",), cpu=False)
+    except PreflightError as exc:
+        yield Finding(exc.code, "error", str(exc), exc.hint or "")
+        return
+    for concern in plan.concerns:
+        yield Finding(concern.code, "warning", concern.message,
+                      _GPU_FIXES.get(concern.code, _SAME_GPU_FIX))
 
 
-def _gpu_differences(captured: Gpus, host: Gpus) -> Iterator[Finding]:
-    before = {gpu.name for gpu in captured.devices}
-    after = {gpu.name for gpu in host.devices}
-    here = f"captured on {captured.describe()}; this host has {host.describe()}"
-    if before != after:
-        yield Finding(
-            "gpu-model", "warning",
-            f"{here}: kernels, TF32 and reduction order differ between GPU models",
-            "replay on the same GPU model for bitwise equality; elsewhere expect "
-            "tolerance-level differences (capture --rtol/--atol)")
-    elif len(captured.devices) != len(host.devices):
-        yield Finding(
-            "gpu-count", "warning",
-            f"{here}: a different GPU count changes how work is split and reduced",
-            f"make {len(captured.devices)} GPU(s) visible (CUDA_VISIBLE_DEVICES) for the replay")
-
-
-def _driver_differences(captured: Gpus, host: Gpus, needed: str | None) -> Iterator[Finding]:
-    supported = host.cuda_driver_version
-    if needed and supported and _version(supported)[:1] < _version(needed)[:1]:
-        yield Finding(
-            "driver-too-old", "error",
-            f"this host's NVIDIA driver {host.driver_version} supports CUDA up to {supported}; "
-            f"the environment was built for CUDA {needed}",
-            f"upgrade the NVIDIA driver to one for CUDA {needed} or newer, or replay elsewhere")
-    elif _version(host.driver_version) < _version(captured.driver_version):
-        yield Finding(
-            "driver-older", "warning",
-            f"this host's NVIDIA driver {host.driver_version} is older than the run's "
-            f"{captured.driver_version}: kernels compiled at load time can differ",
-            f"upgrade the NVIDIA driver to {captured.driver_version} or newer")
+_SAME_GPU_FIX = ("replay on the same GPU model for bitwise equality; elsewhere expect "
+                 "tolerance-level differences (capture --rtol/--atol)")
+_GPU_FIXES = {
+    "gpu-count": "make as many GPUs visible to the replay as the run used (CUDA_VISIBLE_DEVICES)",
+    "driver-minor": "upgrade the NVIDIA driver to one for the environment's CUDA version",
+    "driver-older": "upgrade the NVIDIA driver to the run's version or newer",
+}
 
 
 def _not_checked(facts: Facts) -> Iterator[Finding]:
@@ -370,20 +349,6 @@ def _is_cuda_package(package: Package) -> bool:
 
 def _gpu_severity(facts: Facts) -> Severity:
     return "warning" if _uses_cuda(facts) else "info"
-
-
-def _needed_cuda(facts: Facts) -> str | None:
-    """The newest CUDA the environment's frameworks were built for ("12.1"), if known."""
-    cuda = facts.cuda or CudaStack()
-    versions = [*cuda.frameworks.values(), cuda.torch_cuda, facts.state.get("torch.version.cuda")]
-    known = [str(v) for v in versions if v is not None and _version(str(v))]
-    return max(known, key=_version, default=None)
-
-
-def _version(text: str | None) -> tuple[int, ...]:
-    """Leading numeric parts: "580.159.04" -> (580, 159, 4); () when there are none."""
-    match = re.match(r"^\d+(?:\.\d+)*", text or "")
-    return tuple(int(part) for part in match[0].split(".")) if match else ()
 
 
 def _unpinnable(package: Package) -> bool:
@@ -502,7 +467,8 @@ def facts_from_manifest(manifest: Manifest, sources: Mapping[str, str],
     return Facts(
         env=_run_env(manifest), state=determinism.state, deterministic=determinism.deterministic,
         packages=manifest.python.packages, git=manifest.git, source=scan_sources(sources),
-        gpus=manifest.gpu, host_gpus=host_gpus, cuda=manifest.cuda, notes=tuple(notes))
+        gpus=manifest.gpu, host_gpus=host_gpus, cuda=manifest.cuda, notes=tuple(notes),
+        manifest=manifest)
 
 
 def _run_env(manifest: Manifest) -> dict[str, str]:

@@ -83,6 +83,10 @@ class PreflightError(ReplayError):
 
     exit_code = 4
 
+    def __init__(self, message: str, hint: str | None = None, code: str = "preflight") -> None:
+        super().__init__(message, hint)
+        self.code = code  # "gpu-missing", "driver-too-old": what `reprobox doctor` calls it
+
 
 class UsageError(ReproboxError):
     """The command line parsed but asks for something impossible (exit code 2, like argparse)."""

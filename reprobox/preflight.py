@@ -2,8 +2,9 @@
 
 Pure: the manifest and what the host has (its GPUs, Docker's NVIDIA runtimes) in, a decision
 out. A missing GPU or a driver too old for the image's CUDA major version is an error, with
-`--cpu` as the explicit way out; another GPU model, compute capability or count is a warning,
-and the comparison then expects tolerance instead of bitwise equality.
+`--cpu` as the explicit way out; another GPU model, compute capability or count is a concern,
+and the comparison then expects tolerance instead of bitwise equality. `reprobox doctor` asks
+the same questions and reports the same concerns by their codes.
 """
 
 from __future__ import annotations
@@ -21,91 +22,118 @@ _CPU_HINT = "replay on a host with an NVIDIA GPU, or pass --cpu to run on the CP
 
 
 @dataclass(frozen=True, slots=True)
+class Concern:
+    """Something that lets the replay run but may change its numbers."""
+
+    code: str  # "gpu-model", "gpu-capability", "gpu-count", "driver-older", ...
+    message: str
+    tolerance: bool = False  # bitwise equality can no longer be expected
+
+
+@dataclass(frozen=True, slots=True)
 class Preflight:
     """How the replay runs on this host, and what the comparison should expect."""
 
     gpus: bool = False  # hand the host's GPUs to the container
-    expect_tolerance: bool = False  # bitwise equality is not expected here
-    notes: tuple[str, ...] = ()
+    concerns: tuple[Concern, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)  # added to the replay's environment
+
+    @property
+    def expect_tolerance(self) -> bool:
+        """Whether bitwise equality is not expected here (another GPU, the CPU)."""
+        return any(concern.tolerance for concern in self.concerns)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return tuple(concern.message for concern in self.concerns)
 
 
 def check(manifest: Manifest, host: Gpus, runtimes: tuple[str, ...], cpu: bool) -> Preflight:
     """Decide how to replay `manifest` here; raises PreflightError when it cannot be done."""
     original = manifest.gpu
     if original is None or not used_gpu(manifest):
-        note = ("--cpu: the original run used no GPU, so nothing changes",) if cpu else ()
-        return Preflight(notes=note)
+        unneeded = Concern("cpu-unneeded", "--cpu: the original run used no GPU, so nothing "
+                           "changes")
+        return Preflight(concerns=(unneeded,) if cpu else ())
     if cpu:
-        return Preflight(expect_tolerance=True, env={"CUDA_VISIBLE_DEVICES": ""}, notes=(
-            f"replayed on the CPU (--cpu); the original ran on {original.describe()}: "
-            "bitwise equality is not expected, outputs are judged by tolerance",))
+        return Preflight(env={"CUDA_VISIBLE_DEVICES": ""}, concerns=(Concern(
+            "cpu", f"replayed on the CPU (--cpu); the original ran on {original.describe()}: "
+            "bitwise equality is not expected", tolerance=True),))
     if not host.devices:
         raise PreflightError(f"the original run used {original.describe()}; this host has no "
-                             "NVIDIA GPU", hint=_CPU_HINT)
-    notes = [*_driver_notes(manifest, host), *_runtime_notes(runtimes)]
-    differences = _gpu_differences(manifest, original, host)
-    if differences:
-        notes.append(f"{'; '.join(differences)}: bitwise equality is not expected on another "
-                     "GPU, outputs are judged by tolerance")
-    return Preflight(gpus=True, expect_tolerance=bool(differences), notes=tuple(notes))
+                             "NVIDIA GPU", hint=_CPU_HINT, code="gpu-missing")
+    concerns = [*_gpu_differences(manifest, original, host), *_driver_concerns(manifest, host),
+                *_runtime_concerns(runtimes)]
+    return Preflight(gpus=True, concerns=tuple(concerns))
 
 
 def used_gpu(manifest: Manifest) -> bool:
-    """Whether the original run used a GPU: torch said so, or a non-torch CUDA framework ran."""
+    """Whether the original run used a GPU: torch's word, else a CUDA build on a GPU host."""
     state = manifest.determinism.state
-    if state.get("torch.cuda.devices_used") or state.get("torch.cuda.initialized") is True:
+    initialized = state.get("torch.cuda.initialized")
+    if state.get("torch.cuda.devices_used") or initialized is True:
         return True
-    gpus, cuda = manifest.gpu, manifest.cuda
-    others = set(cuda.frameworks) - {"torch"} if cuda else set()
-    # Without torch's word, a CUDA framework on a GPU host is taken to have used the GPU.
-    return bool(gpus and gpus.devices and others)
+    gpus, stack = manifest.gpu, manifest.cuda
+    frameworks = set(stack.frameworks) if stack else set()
+    if initialized is False:  # torch ran and never touched CUDA; another framework may have
+        frameworks.discard("torch")
+    return bool(gpus and gpus.devices and frameworks)
 
 
 def _version(text: str | None) -> tuple[int, ...]:
-    match = re.match(r"^(\d+)(?:\.(\d+))?", text or "")
-    return (int(match[1]), int(match[2] or 0)) if match else ()
+    """Leading numeric parts: "580.159.04" -> (580, 159, 4); () when there are none."""
+    match = re.match(r"^\d+(?:\.\d+)*", text or "")
+    return tuple(int(part) for part in match[0].split(".")) if match else ()
 
 
-def _driver_notes(manifest: Manifest, host: Gpus) -> list[str]:
+def _driver_concerns(manifest: Manifest, host: Gpus) -> list[Concern]:
     use, supported = cuda.environment_cuda(manifest), host.cuda_driver_version
-    needed = use.version if use else None
-    if not needed or not supported or _version(supported) >= _version(needed):
-        return []
-    if _version(supported)[0] < _version(needed)[0]:
-        floor = cuda.min_driver(needed)
-        raise PreflightError(
-            f"this host's driver {host.driver_version} supports CUDA up to {supported}; "
-            f"the environment was built for CUDA {needed} ({use.source if use else ''})",
-            hint=f"upgrade the NVIDIA driver to {floor or 'one for CUDA ' + needed} or newer, "
-            "replay on another host, or pass --cpu")
-    return [f"the driver here supports CUDA {supported}, the environment was built for "
-            f"{needed}: it runs by CUDA's minor-version compatibility, but kernels compiled "
-            "for the newer version may fail to load"]
+    concerns = []
+    if use and supported and _version(supported)[:2] < _version(use.version)[:2]:
+        if _version(supported)[0] < _version(use.version)[0]:
+            floor = cuda.min_driver(use.version)
+            raise PreflightError(
+                f"this host's driver {host.driver_version} supports CUDA up to {supported}; "
+                f"the environment was built for CUDA {use.version} ({use.source})",
+                hint=f"upgrade the NVIDIA driver to {floor or 'one for CUDA ' + use.version} or "
+                "newer, replay on another host, or pass --cpu", code="driver-too-old")
+        concerns.append(Concern(
+            "driver-minor", f"the driver here supports CUDA {supported}, the environment was "
+            f"built for {use.version}: it runs by CUDA's minor-version compatibility, but "
+            "kernels compiled for the newer version may fail to load"))
+    captured = manifest.gpu.driver_version if manifest.gpu else None
+    if captured and _version(host.driver_version) < _version(captured):
+        concerns.append(Concern(
+            "driver-older", f"this host's NVIDIA driver {host.driver_version} is older than the "
+            f"run's {captured}: kernels compiled at load time can differ"))
+    return concerns
 
 
-def _runtime_notes(runtimes: tuple[str, ...]) -> list[str]:
+def _runtime_concerns(runtimes: tuple[str, ...]) -> list[Concern]:
     if runtimes:
         return []
-    return ["Docker lists no NVIDIA runtime; GPUs reach the container only if the NVIDIA "
-            "Container Toolkit's hook is installed"]
+    return [Concern("no-nvidia-runtime", "Docker lists no NVIDIA runtime; GPUs reach the "
+                    "container only if the NVIDIA Container Toolkit's hook is installed")]
 
 
-def _gpu_differences(manifest: Manifest, original: Gpus, host: Gpus) -> list[str]:
+def _gpu_differences(manifest: Manifest, original: Gpus, host: Gpus) -> list[Concern]:
     before = _used_models(manifest, original)
     after = [gpu.name for gpu in host.devices]
-    differences = []
+    concerns = []
     if set(before) != set(after):
-        differences.append(f"GPU model differs: original {', '.join(sorted(set(before)))}, "
-                           f"here {', '.join(sorted(set(after)))}")
+        concerns.append(Concern("gpu-model", f"GPU model differs: original "
+                                f"{', '.join(sorted(set(before)))}, here "
+                                f"{', '.join(sorted(set(after)))}", tolerance=True))
     before_cc = {gpu.compute_capability for gpu in original.devices if gpu.compute_capability}
     after_cc = {gpu.compute_capability for gpu in host.devices if gpu.compute_capability}
     if before_cc and after_cc and before_cc != after_cc:
-        differences.append(f"compute capability differs: original {', '.join(sorted(before_cc))}"
-                           f", here {', '.join(sorted(after_cc))}")
-    if len(after) < len(before):
-        differences.append(f"fewer GPUs: the original used {len(before)}, here {len(after)}")
-    return differences
+        concerns.append(Concern("gpu-capability", "compute capability differs: original "
+                                f"{', '.join(sorted(before_cc))}, here "
+                                f"{', '.join(sorted(after_cc))}", tolerance=True))
+    if len(after) != len(before):  # work split over another number of GPUs adds up otherwise
+        concerns.append(Concern("gpu-count", f"GPU count differs: the original used "
+                                f"{len(before)}, here {len(after)}", tolerance=True))
+    return concerns
 
 
 def _used_models(manifest: Manifest, original: Gpus) -> list[str]:

@@ -352,7 +352,7 @@ def test_another_gpu_model_or_count(gpu_run: Manifest) -> None:
     assert "NVIDIA A100-SXM4-80GB" in _found(gpu_run, host=a100)["gpu-model"].message
     two = replace(H100_HOST, devices=(H100, replace(H100, index=1, uuid="GPU-other")))
     found = _found(gpu_run, host=two)
-    assert set(found) == {"gpu-count"} and "make 1 GPU(s) visible" in found["gpu-count"].fix
+    assert set(found) == {"gpu-count"} and "CUDA_VISIBLE_DEVICES" in found["gpu-count"].fix
 
 
 def test_older_driver_warns_and_one_without_the_cuda_major_is_an_error(gpu_run: Manifest) -> None:

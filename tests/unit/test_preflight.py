@@ -41,7 +41,7 @@ def test_no_gpu_on_the_host_is_refused_with_the_cpu_way_out() -> None:
     assert "1× NVIDIA H100 80GB HBM3 (9.0)" in str(caught.value)
     assert "this host has no NVIDIA GPU" in str(caught.value)
     assert caught.value.hint is not None and "--cpu" in caught.value.hint
-    assert caught.value.exit_code == 4
+    assert (caught.value.exit_code, caught.value.code) == (4, "gpu-missing")
 
 
 def test_cpu_runs_without_gpus_hides_cuda_and_expects_tolerance() -> None:
@@ -55,16 +55,17 @@ def test_another_gpu_model_is_a_warning_and_tolerance_is_expected() -> None:
     plan = preflight.check(_gpu_run(), Gpus("nvml", "580.159.04", "13.0", (A100,)), ("nvidia",),
                            cpu=False)
     assert (plan.gpus, plan.expect_tolerance) == (True, True)
-    (note,) = plan.notes
-    assert "GPU model differs: original NVIDIA H100 80GB HBM3, here NVIDIA A100-SXM4-80GB" in note
-    assert "compute capability differs: original 9.0, here 8.0" in note
+    assert plan.notes == (
+        "GPU model differs: original NVIDIA H100 80GB HBM3, here NVIDIA A100-SXM4-80GB",
+        "compute capability differs: original 9.0, here 8.0")
+    assert [concern.code for concern in plan.concerns] == ["gpu-model", "gpu-capability"]
 
 
 def test_fewer_gpus_than_the_run_used_is_a_warning() -> None:
     state = {"torch.cuda.devices_used": "0:NVIDIA H100 80GB HBM3; 1:NVIDIA H100 80GB HBM3"}
     plan = preflight.check(_gpu_run(state), H100_HOST, ("nvidia",), cpu=False)
     assert plan.expect_tolerance
-    assert "fewer GPUs: the original used 2, here 1" in plan.notes[0]
+    assert plan.notes[0] == "GPU count differs: the original used 2, here 1"
 
 
 def test_a_driver_for_an_older_cuda_major_is_refused() -> None:
@@ -73,13 +74,16 @@ def test_a_driver_for_an_older_cuda_major_is_refused() -> None:
                                              "built for CUDA 13.0") as caught:
         preflight.check(_gpu_run(), old_host, ("nvidia",), cpu=False)
     assert caught.value.hint is not None and "580.65.06" in caught.value.hint
+    assert caught.value.code == "driver-too-old"
 
 
 def test_a_driver_for_an_older_cuda_minor_is_a_warning() -> None:
     host = Gpus("nvml", "535.104.05", "12.2", (H100,))
     plan = preflight.check(_gpu_run(cuda="12.4"), host, ("nvidia",), cpu=False)
     assert plan.gpus and not plan.expect_tolerance
+    assert [concern.code for concern in plan.concerns] == ["driver-minor", "driver-older"]
     assert "minor-version compatibility" in plan.notes[0]
+    assert "older than the run's 580.159.04" in plan.notes[1]
 
 
 def test_no_nvidia_runtime_in_docker_is_said() -> None:
@@ -87,10 +91,16 @@ def test_no_nvidia_runtime_in_docker_is_said() -> None:
     assert "Docker lists no NVIDIA runtime" in plan.notes[0]
 
 
-@pytest.mark.parametrize("state", [{}, {"torch.cuda.initialized": False}])
-def test_a_cpu_run_on_a_gpu_host_needs_no_gpu(state: dict[str, object]) -> None:
-    plan = preflight.check(_gpu_run(state), Gpus("none"), (), cpu=False)
-    assert plan == preflight.Preflight()
+def test_a_cpu_run_on_a_gpu_host_needs_no_gpu() -> None:
+    cpu_run = _gpu_run({"torch.cuda.initialized": False})
+    assert preflight.check(cpu_run, Gpus("none"), (), cpu=False) == preflight.Preflight()
+
+
+def test_without_torchs_word_a_cuda_build_on_a_gpu_host_counts_as_used() -> None:
+    older_capture = _gpu_run({})  # a shim that did not record torch.cuda.* yet
+    assert preflight.used_gpu(older_capture)
+    no_gpu_host = replace(older_capture, gpu=Gpus("none"))
+    assert not preflight.used_gpu(no_gpu_host)
 
 
 def test_a_cuda_framework_other_than_torch_on_a_gpu_host_counts_as_used() -> None:
