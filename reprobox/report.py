@@ -60,6 +60,7 @@ def manifest_summary(manifest: Manifest) -> RenderableType:
         _fields(_run_rows(manifest), label_width=_LABEL_WIDTH),
         *_section("Python", _python_rows(manifest.python)),
         *_section("System", _system_rows(manifest.system)),
+        *_section("GPU", _gpu_rows(manifest)),
     ]
     if manifest.git is not None:
         parts += _section("Git", _git_rows(manifest.git))
@@ -207,6 +208,25 @@ def _system_rows(system: System) -> list[tuple[str, str]]:
         shown = ", ".join(f for f in facts if f)
         rows.append(("blas", f"{blas.name} {blas.version or '(version unknown)'}"
                              + (f" ({shown})" if shown else "")))
+    return rows
+
+
+def _gpu_rows(manifest: Manifest) -> list[tuple[str, str]]:
+    gpus, stack, state = manifest.gpu, manifest.cuda, manifest.determinism.state
+    rows = [("gpus", gpus.describe() + f" (via {gpus.source})" if gpus else "not probed")]
+    if gpus and gpus.visible_devices is not None:
+        rows.append(("visible", f"CUDA_VISIBLE_DEVICES={gpus.visible_devices}"))
+    if state.get("torch.cuda.devices_used"):
+        rows.append(("used", str(state["torch.cuda.devices_used"])))
+    if stack and stack.torch_version:
+        cudnn = state.get("torch.cudnn.version")
+        rows.append(("torch", stack.torch_version
+                     + (f", CUDA {stack.torch_cuda}" if stack.torch_cuda else ", CPU build")
+                     + (f", cuDNN {cudnn}" if cudnn else "")))
+    if stack and stack.frameworks:
+        rows.append(("built for", _pairs(stack.frameworks)))
+    if stack and stack.libraries:
+        rows.append(("cuda wheels", ", ".join(f"{n} {v}" for n, v in stack.libraries.items())))
     return rows
 
 

@@ -135,3 +135,15 @@ def test_manifest_summary_without_git(sample_manifest: Manifest) -> None:
     text = _render(manifest_summary(dataclasses.replace(sample_manifest, git=None)))
     assert "Git" not in text
     assert "Outputs (1)" in text
+
+
+def test_manifest_summary_shows_the_gpus_and_the_cuda_stack() -> None:
+    from pathlib import Path
+
+    from reprobox import manifest as manifest_io
+
+    data = Path(__file__).resolve().parents[1] / "data" / "manifests"
+    text = _render(manifest_summary(manifest_io.read(data / "torch-h100.yaml")))
+    assert "1× NVIDIA H100 80GB HBM3 (9.0), driver 580.159.04, CUDA 13.0 (via nvml)" in text
+    assert "2.11.0+cu130, CUDA 13.0, cuDNN 91900" in text
+    assert "not probed" in _render(manifest_summary(manifest_io.read(data / "numpy-sgd.yaml")))
