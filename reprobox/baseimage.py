@@ -53,6 +53,12 @@ class BaseImage:
     ref: str
     python_version: str
     origin: str  # "official" | "local" | "user" | "cuda"
+    digest: str | None = None  # "sha256:…" the registry served it under; None when not pulled
+
+    @property
+    def pinned(self) -> str:
+        """What a Dockerfile names: `ref@sha256:…` when a registry gave a digest, else `ref`."""
+        return f"{self.ref}@{self.digest}" if self.digest else self.ref
 
 
 # ---------------------------------------------------------------------------- names and tables
@@ -394,10 +400,10 @@ def choose(
         return _cuda(engine, cuda_base, on_line)
     official = official_ref(python_version)
     if engine.has_image(official):
-        return BaseImage(official, python_version, "official")
+        return _registry_image(engine, official, python_version, "official")
     try:
         engine.pull(official)
-        return BaseImage(official, python_version, "official")
+        return _registry_image(engine, official, python_version, "official")
     except BaseImageError as exc:
         pull_error = str(exc)
     local = _local_base(engine, python_xy(python_version))
@@ -440,7 +446,13 @@ def _cuda(engine: Engine, base: CudaBase, on_line: Callable[[str], None]) -> Bas
             f"image {base.image} has no python3; a CUDA base must carry python3 with venv",
             hint=recipe) from None
     on_line(f"using the CUDA base image {base.image}: {base.reason}")
-    return BaseImage(base.image, version, "cuda")
+    return _registry_image(engine, base.image, version, "cuda")
+
+
+def _registry_image(engine: Engine, ref: str, python_version: str, origin: str) -> BaseImage:
+    """A base from a registry, pinned by the digest it was served under when there is one."""
+    digest = engine.repo_digest(ref)
+    return BaseImage(ref, python_version, origin, digest.partition("@")[2] if digest else None)
 
 
 def _local_base(engine: Engine, xy: str) -> BaseImage | None:

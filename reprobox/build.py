@@ -72,7 +72,7 @@ def build(
     cache = cache or wheelhouse.default_cache()
     target = _target(manifest, baseimage.glibc_in(engine, base.ref))
     lock_text, wheels = _hashed_lock(bundle, manifest, target, cache, log)
-    dockerfile = render.dockerfile(manifest, base.ref)
+    dockerfile = render.dockerfile(manifest, base.pinned)
     atomic_write(bundle.dockerfile_path, dockerfile)
     base_id = engine.image_id(base.ref)  # a re-made base under the same name is another base
     tag = image_tag(manifest, _fingerprint(bundle, dockerfile, lock_text, base, base_id))

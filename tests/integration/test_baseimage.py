@@ -108,6 +108,13 @@ def test_choose_falls_back_to_the_local_base_when_the_pull_fails(
     assert base_image.python_version in notes[0] and captured in notes[0]
 
 
+def test_an_image_made_here_has_no_registry_digest_and_docker_info_answers(
+    docker_engine: DockerEngine, base_image: BaseImage
+) -> None:
+    assert docker_engine.repo_digest(base_image.ref) is None  # imported, never pulled
+    assert isinstance(docker_engine.gpu_runtimes(), tuple)  # this daemon has no NVIDIA runtime
+
+
 def test_explicit_image_must_be_present(docker_engine: DockerEngine) -> None:
     with pytest.raises(BaseImageError, match="image reprobox-test/absent:0 is not present"):
         baseimage.choose(docker_engine, "3.11.7", "reprobox-test/absent:0", print)

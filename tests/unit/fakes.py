@@ -24,6 +24,7 @@ class FakeEngine:
     removed: list[str] = field(default_factory=list)
     labels: dict[str, dict[str, str]] = field(default_factory=dict)
     runtimes: tuple[str, ...] = ()
+    digests: dict[str, str] = field(default_factory=dict)  # ref -> "name@sha256:…"
 
     def ping(self) -> None:
         return None
@@ -36,6 +37,9 @@ class FakeEngine:
 
     def image_id(self, ref: str) -> str:
         return f"sha256:{ref}"
+
+    def repo_digest(self, ref: str) -> str | None:
+        return self.digests.get(ref)
 
     def image_labels(self, ref: str) -> dict[str, str]:
         return self.labels.get(ref, {})

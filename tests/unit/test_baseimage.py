@@ -76,6 +76,15 @@ def test_choose_pulls_official() -> None:
     assert engine.pulled == [official_ref("3.11.7")]
 
 
+def test_a_base_a_registry_served_is_pinned_by_its_digest() -> None:
+    ref, digest = official_ref("3.11.7"), "sha256:" + "ab" * 32
+    engine = _engine(pullable=[ref])
+    engine.digests[ref] = f"python@{digest}"
+    chosen = choose(engine, "3.11.7", None, print)
+    assert chosen.digest == digest and chosen.pinned == f"{ref}@{digest}"
+    assert BaseImage(LOCAL, "3.11.2", "local").pinned == LOCAL  # imported here: no digest
+
+
 def test_choose_falls_back_to_local_base_with_a_note() -> None:
     engine = _engine(present=[LOCAL], labels={LOCAL: {baseimage.LABEL_PYTHON: "3.11.2"}})
     notes: list[str] = []

@@ -289,3 +289,19 @@ def test_fetched_paths_keep_layout_relative_to_workdir_or_root() -> None:
     assert engine_mod._anchor(PurePosixPath("/work/out/a"), "/work") == PurePosixPath("/work")
     assert engine_mod._anchor(PurePosixPath("/work"), "/work") == PurePosixPath("/work")
     assert engine_mod._anchor(PurePosixPath("/workx/a"), "/work") == PurePosixPath("/")
+
+
+def test_repo_digest_is_the_one_of_the_images_own_repository() -> None:
+    class Images:
+        def get(self, ref: str) -> Any:
+            class Image:
+                attrs = {"RepoDigests": ["mirror.example/python@sha256:" + "cd" * 32,
+                                         "python@sha256:" + "ab" * 32]}
+            return Image()
+
+    class Client:
+        images = Images()
+
+    engine = DockerEngine(Client())
+    assert engine.repo_digest("python:3.11.7-slim-bookworm") == "python@sha256:" + "ab" * 32
+    assert engine.repo_digest("other:1") is None
