@@ -140,5 +140,6 @@ def _used_models(manifest: Manifest, original: Gpus) -> list[str]:
     """The models of the GPUs the run allocated on ("0:NVIDIA H100; 1:..."), else all it saw."""
     used = manifest.determinism.state.get("torch.cuda.devices_used")
     if isinstance(used, str) and used:
-        return [entry.partition(":")[2] for entry in used.split("; ")]
+        # torch names a MIG instance "NVIDIA A100-SXM4-40GB MIG 1g.5gb"; NVML names its GPU
+        return [entry.partition(":")[2].split(" MIG ")[0] for entry in used.split("; ")]
     return [gpu.name for gpu in original.devices]

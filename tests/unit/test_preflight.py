@@ -68,6 +68,13 @@ def test_fewer_gpus_than_the_run_used_is_a_warning() -> None:
     assert plan.notes[0] == "GPU count differs: the original used 2, here 1"
 
 
+def test_a_mig_instance_of_the_same_gpu_model_is_the_same_model() -> None:
+    mig_host = Gpus("nvml", "580.159.04", "13.0", (replace(H100, mig_mode="Enabled"),))
+    state = {"torch.cuda.devices_used": "0:NVIDIA H100 80GB HBM3 MIG 1g.10gb"}
+    plan = preflight.check(_gpu_run(state), mig_host, ("nvidia",), cpu=False)
+    assert plan.concerns == ()
+
+
 def test_a_driver_for_an_older_cuda_major_is_refused() -> None:
     old_host = Gpus("nvidia-smi", "535.104.05", "12.2", (H100,))
     with pytest.raises(PreflightError, match="supports CUDA up to 12.2; the environment was "
