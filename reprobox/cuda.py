@@ -20,10 +20,11 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -76,9 +77,8 @@ def _data() -> Mapping[str, Any]:
 
 
 def torch_index_base() -> str:
-    """PyTorch's wheel index, or the mirror named by REPROBOX_TORCH_INDEX_URL."""
-    index = _data()["torch_index"]
-    return (os.environ.get(index["env"]) or index["url"]).rstrip("/")
+    """PyTorch's public wheel index: what locks and manifests name, whatever mirror is used."""
+    return str(_data()["torch_index"]["url"]).rstrip("/")
 
 
 def local_label(version: str) -> str | None:
@@ -98,24 +98,47 @@ def index_url(name: str, version: str) -> str | None:
 def package_index(package: Package) -> str | None:
     """The index a locked package needs: the captured one, else the one its label names.
 
-    A captured URL on PyTorch's public index is moved to the mirror when one is configured.
+    Credentials never leave the machine: a URL is named without its user and password.
     Packages built from local, VCS or URL sources need no index.
     """
     if package.source != "index":
         return None
-    url = (package.index_url or index_url(package.name, package.version) or "").rstrip("/")
-    public = str(_data()["torch_index"]["url"]).rstrip("/")
-    if url.startswith(public + "/"):
-        return torch_index_base() + url[len(public) :]
-    return url or None
+    url = package.index_url or index_url(package.name, package.version)
+    return without_credentials(url.rstrip("/")) if url else None
+
+
+def package_indexes(packages: Iterable[Package]) -> list[str]:
+    """The distinct extra indexes a set of pins needs, sorted."""
+    return sorted({url for package in packages if (url := package_index(package))})
+
+
+def fetch_url(url: str) -> str:
+    """Where to fetch from an index: PyTorch's public one moves to REPROBOX_TORCH_INDEX_URL.
+
+    Only pip's command line sees the result, which may carry a mirror's credentials.
+    """
+    index = _data()["torch_index"]
+    mirror = (os.environ.get(index["env"]) or "").rstrip("/")
+    public = torch_index_base()
+    if mirror and url.startswith(public + "/"):
+        return mirror + url[len(public):]
+    return url
+
+
+def without_credentials(url: str) -> str:
+    """`https://user:token@host/path` -> `https://host/path`."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def describe_index(url: str) -> str:
-    """'the PyTorch cu121 index' for PyTorch's (or its mirror's) index, else 'the index URL'."""
+    """'the PyTorch cu121 index' for PyTorch's index, else 'the index URL'."""
     base, _, label = url.rstrip("/").rpartition("/")
     if base == torch_index_base() and re.match(_data()["torch_index"]["labels"], label):
         return f"the PyTorch {label} index"
-    return f"the index {url}"
+    return f"the index {without_credentials(url)}"
 
 
 def label_cuda(version: str) -> str | None:

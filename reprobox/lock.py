@@ -80,7 +80,7 @@ def _header(manifest: Manifest) -> list[str]:
 
 def _index_lines(packages: Sequence[Package]) -> list[str]:
     """One `--extra-index-url` per index the pins need besides the default (PyPI)."""
-    indexes = sorted({url for p in packages if (url := cuda.package_index(p))})
+    indexes = cuda.package_indexes(packages)
     if not indexes:
         return []
     return [

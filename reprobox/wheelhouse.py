@@ -157,8 +157,8 @@ def _pip_download(
 
 
 def _indexes(packages: Sequence[Package]) -> list[str]:
-    """The extra indexes the pins need (torch==2.3.1+cu121: PyTorch's cu121 index)."""
-    return sorted({url for p in packages if (url := cuda.package_index(p))})
+    """Where to fetch the extra indexes the pins need (PyTorch's cu121 index, or its mirror)."""
+    return [cuda.fetch_url(url) for url in cuda.package_indexes(packages)]
 
 
 def _unreachable(batch: subprocess.CompletedProcess[str], extra: Sequence[str]) -> str:
@@ -174,7 +174,8 @@ def _unreachable(batch: subprocess.CompletedProcess[str], extra: Sequence[str]) 
     owners = {max(indexes, key=lambda url: _prefix_length(url, path)) for path in paths}
     failed = [url for url in indexes if url in owners and any(
         _prefix_length(url, path) for path in paths)]
-    return ", ".join(failed) if failed else "(one of " + ", ".join(indexes) + ")"
+    named = [cuda.without_credentials(url) for url in failed or indexes]
+    return ", ".join(named) if failed else "(one of " + ", ".join(named) + ")"
 
 
 def _prefix_length(url: str, path: str) -> int:

@@ -66,12 +66,21 @@ def test_index_url_from_the_local_label(
     assert cuda.index_url(name, version) == expected
 
 
-def test_a_mirror_replaces_pytorchs_index(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("REPROBOX_TORCH_INDEX_URL", "http://mirror.lan/pytorch/")
-    assert cuda.index_url("torch", "2.3.1+cu121") == "http://mirror.lan/pytorch/cu121"
+def test_a_mirror_is_where_wheels_are_fetched_but_never_what_is_recorded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPROBOX_TORCH_INDEX_URL", "https://alice:s3cret@mirror.lan/pytorch/")
+    assert cuda.index_url("torch", "2.3.1+cu121") == f"{PYTORCH}/cu121"
     captured = Package("torch", "2.3.1+cu121", index_url=f"{PYTORCH}/cu121")
-    assert cuda.package_index(captured) == "http://mirror.lan/pytorch/cu121"
-    assert cuda.describe_index("http://mirror.lan/pytorch/cu121") == "the PyTorch cu121 index"
+    assert cuda.package_index(captured) == f"{PYTORCH}/cu121"
+    assert cuda.fetch_url(f"{PYTORCH}/cu121") == "https://alice:s3cret@mirror.lan/pytorch/cu121"
+    assert cuda.fetch_url("https://pkgs.example/simple") == "https://pkgs.example/simple"
+
+
+def test_credentials_in_a_recorded_index_are_dropped() -> None:
+    recorded = Package("torch", "2.3.1+cu121", index_url="https://bob:tok@pkgs.example/simple")
+    assert cuda.package_index(recorded) == "https://pkgs.example/simple"
+    assert cuda.describe_index("https://bob:tok@pkgs.example/simple") == (
+        "the index https://pkgs.example/simple")
 
 
 def test_package_index_prefers_what_capture_recorded(no_mirror: None) -> None:

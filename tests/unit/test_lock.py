@@ -115,13 +115,13 @@ def test_indexes_do_not_disturb_hashes_or_parsing(sample_manifest: Manifest) -> 
     assert lock.is_hashed(text, manifest)
 
 
-def test_a_mirror_is_written_in_place_of_pytorchs_index(
+def test_a_mirror_and_its_credentials_stay_out_of_the_lock(
     sample_manifest: Manifest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("REPROBOX_TORCH_INDEX_URL", "http://mirror.lan/whl")
+    monkeypatch.setenv("REPROBOX_TORCH_INDEX_URL", "https://alice:s3cret@mirror.lan/whl")
     text = lock.dumps(_torch_stack(sample_manifest))
-    assert "--extra-index-url http://mirror.lan/whl/cu121\n" in text
-    assert PYTORCH not in text
+    assert f"--extra-index-url {PYTORCH}/cu121\n" in text
+    assert "mirror.lan" not in text and "s3cret" not in text
 
 
 def _fake_wheel(folder: Path, name: str, version: str) -> str:
