@@ -73,11 +73,11 @@ def used_gpu(manifest: Manifest) -> bool:
     initialized = state.get("torch.cuda.initialized")
     if state.get("torch.cuda.devices_used") or initialized is True:
         return True
+    if initialized is False:  # torch ran in every process and none of them touched CUDA
+        return False
     gpus, stack = manifest.gpu, manifest.cuda
-    frameworks = set(stack.frameworks) if stack else set()
-    if initialized is False:  # torch ran and never touched CUDA; another framework may have
-        frameworks.discard("torch")
-    return bool(gpus and gpus.devices and frameworks)
+    # No word from torch (not imported, or an older capture): a CUDA build on a GPU host.
+    return bool(gpus and gpus.devices and stack and stack.frameworks)
 
 
 def _version(text: str | None) -> tuple[int, ...]:

@@ -22,6 +22,8 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 CUBLAS_WORKSPACE_CONFIG = ":4096:8"  # ~24 MiB of GPU memory; required by torch < 2.10 in det. mode
 STATE_GLOB = "state-*.json"
+# "; "-joined sets the shim records per process; the run's is their union.
+_JOINED_KEYS = ("torch.cuda.devices_used", "torch.nondeterministic_ops")
 XLA_DETERMINISM = "--xla_gpu_deterministic_ops=true"
 # Read by TensorFlow before the shim can act (TF < 2.9 has no enable_op_determinism).
 TENSORFLOW_ENV = {"TF_DETERMINISTIC_OPS": "1", "TF_CUDNN_DETERMINISTIC": "1"}
@@ -95,7 +97,21 @@ def read_state(state_dir: Path) -> dict[str, Scalar]:
         return {"processes": 0}
     root = dict(_root_state(states))
     root["processes"] = len(states)
+    root.update(_across_processes(states))
     return root
+
+
+def _across_processes(states: list[dict[str, Scalar]]) -> dict[str, Scalar]:
+    """What any process did: under torchrun the ranks, not the launcher, touch the GPUs."""
+    merged: dict[str, Scalar] = {}
+    if any(state.get("torch.cuda.initialized") is True for state in states):
+        merged["torch.cuda.initialized"] = True
+    for key in _JOINED_KEYS:
+        entries = {entry for state in states if isinstance(state.get(key), str)
+                   for entry in str(state[key]).split("; ") if entry}
+        if entries:
+            merged[key] = "; ".join(sorted(entries))
+    return merged
 
 
 def _python_path(shim_dir: str, existing: str) -> str:

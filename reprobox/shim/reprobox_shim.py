@@ -248,30 +248,39 @@ def _configure_torch(torch: Any, seed: int, deterministic: bool, warn_only: bool
     torch.manual_seed(seed)  # seeds every CUDA device too, lazily
     _state["torch.seeded"] = True
     if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=warn_only)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
-        if warn_only:
+        if warn_only:  # the keyword came with torch 1.11; strict mode needs no keyword
+            torch.use_deterministic_algorithms(True, warn_only=True)
             _record_nondeterministic_warnings()
+        else:
+            torch.use_deterministic_algorithms(True)
     _turn_tf32_off(torch, os.environ.get("REPROBOX_TF32_OFF", ""))
 
 
 def _turn_tf32_off(torch: Any, which: str) -> None:
-    """Replay only: TF32 off where the original run had it off ("matmul", "cudnn")."""
+    """Replay only: TF32 off where the original run had it off ("matmul", "cudnn").
+
+    A switch already off is left alone: torch 2.9 and later keep track of which of their two
+    TF32 APIs a program used, and the user's code must not find ours in its way.
+    """
     import warnings
 
-    with warnings.catch_warnings():  # newer torch may warn about the older switches
+    switches = {"matmul": torch.backends.cuda.matmul, "cudnn": torch.backends.cudnn}
+    with warnings.catch_warnings():  # newer torch warns about the older switches
         warnings.simplefilter("ignore")
-        if "matmul" in which.split(","):
-            torch.backends.cuda.matmul.allow_tf32 = False
-        if "cudnn" in which.split(","):
-            torch.backends.cudnn.allow_tf32 = False
+        for name in which.split(","):
+            switch = switches.get(name)
+            if switch is not None and switch.allow_tf32:
+                switch.allow_tf32 = False
 
 
 def _record_nondeterministic_warnings() -> None:
     """Note each op that warned it has no deterministic kernel, then show the warning as usual."""
     import warnings
 
+    # shown at least once per place even where a library set "ignore" for UserWarnings
+    warnings.filterwarnings("default", message=".*" + _NONDETERMINISTIC)
     shown = warnings.showwarning
 
     def showwarning(message: Any, *args: Any, **kwargs: Any) -> Any:
@@ -303,11 +312,18 @@ def _torch_state(torch: Any) -> dict[str, Scalar]:
         "torch.cudnn.allow_tf32": lambda: torch.backends.cudnn.allow_tf32,
         "torch.matmul.allow_tf32": lambda: torch.backends.cuda.matmul.allow_tf32,
         "torch.float32_matmul_precision": lambda: torch.get_float32_matmul_precision(),
+        # torch 2.9's TF32 API: "ieee" / "tf32"; None where torch has no such switch
+        "torch.matmul.fp32_precision": lambda: torch.backends.cuda.matmul.fp32_precision,
+        "torch.cudnn.conv.fp32_precision": lambda: torch.backends.cudnn.conv.fp32_precision,
         "torch.num_threads": lambda: torch.get_num_threads(),
         "torch.version.cuda": lambda: torch.version.cuda,
         "torch.cuda.initialized": lambda: torch.cuda.is_initialized(),
     }
-    state = {key: _read_or_none(reader) for key, reader in readers.items()}
+    import warnings
+
+    with warnings.catch_warnings():  # torch 2.9+ warns when its older TF32 switches are read
+        warnings.simplefilter("ignore")
+        state = {key: _read_or_none(reader) for key, reader in readers.items()}
     state["torch.nondeterministic_ops"] = "; ".join(sorted(_fired_ops)) or None
     if state["torch.cuda.initialized"]:  # never initialise CUDA just to describe it
         state.update(_torch_cuda_state(torch))

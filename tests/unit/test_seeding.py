@@ -142,6 +142,25 @@ def test_read_state_prefers_the_earliest_start_among_unrelated_processes(tmp_pat
     assert seeding.read_state(tmp_path)["process.pid"] == 201
 
 
+def test_what_the_ranks_did_on_the_gpus_is_the_runs(tmp_path: Path) -> None:
+    # torchrun: the launcher imports torch and never touches CUDA; each rank does
+    launcher = {**_state(300, 1, 1.0), "torch.cuda.initialized": False}
+    ranks = [{**_state(301 + rank, 300, 2.0), "torch.cuda.initialized": True,
+              "torch.cuda.devices_used": f"{rank}:NVIDIA H100 80GB HBM3",
+              "torch.nondeterministic_ops": "_histc_cuda with floating point input"}
+             for rank in range(2)]
+    for state in (launcher, *ranks):
+        (tmp_path / f"state-{state['process.pid']}.json").write_text(json.dumps(state))
+
+    merged = seeding.read_state(tmp_path)
+
+    assert merged["process.pid"] == 300 and merged["processes"] == 3
+    assert merged["torch.cuda.initialized"] is True
+    assert merged["torch.cuda.devices_used"] == (
+        "0:NVIDIA H100 80GB HBM3; 1:NVIDIA H100 80GB HBM3")
+    assert merged["torch.nondeterministic_ops"] == "_histc_cuda with floating point input"
+
+
 def test_read_state_with_nothing_written(tmp_path: Path) -> None:
     assert seeding.read_state(tmp_path / "absent") == {"processes": 0}
 

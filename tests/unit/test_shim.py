@@ -260,7 +260,24 @@ def test_torch_state_records_late_user_changes(tmp_path: Path) -> None:
         "torch.nondeterministic_ops": None,
         # not in the fake: recorded as unknown rather than failing
         "torch.float32_matmul_precision": None, "torch.version.cuda": None,
-        "torch.cuda.initialized": None}
+        "torch.cuda.initialized": None, "torch.matmul.fp32_precision": None,
+        "torch.cudnn.conv.fp32_precision": None}
+
+
+def test_a_torch_older_than_warn_only_is_made_deterministic_all_the_same(tmp_path: Path) -> None:
+    old = dict(FAKE_TORCH)  # torch 1.8 to 1.10: use_deterministic_algorithms(mode) alone
+    old["torch/__init__.py"] = old["torch/__init__.py"].replace(
+        "def use_deterministic_algorithms(mode, *, warn_only=False):",
+        "def use_deterministic_algorithms(mode):\n            warn_only = False")
+    fake = _write(tmp_path / "fake", old)
+    script = _write(tmp_path, {"old.py": """
+        import json, torch
+        print(json.dumps([torch.calls, torch.backends.cudnn.deterministic,
+                          torch.backends.cudnn.benchmark]))
+        """}) / "old.py"
+
+    assert _output(_run(script, seed=5, extra_path=(fake,))) == [
+        [["manual_seed", 5], ["use_deterministic_algorithms", True, False]], True, False]
 
 
 def test_nothing_is_imported_eagerly(tmp_path: Path) -> None:
