@@ -54,7 +54,9 @@ class ContainerSpec:
     pids_limit: int = 1024
     memory: str | None = None
     timeout_s: float | None = None
-    gpus: bool = False  # every GPU of the host, through the NVIDIA runtime
+    # GPUs through the NVIDIA runtime: these host devices (indexes or UUIDs), else the first N
+    gpu_ids: tuple[str, ...] = ()
+    gpu_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,8 +446,12 @@ def _create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
     }
     if spec.memory:
         kwargs.update(mem_limit=spec.memory, memswap_limit=spec.memory)
-    if spec.gpus:  # `docker run --gpus all`
-        kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    if spec.gpu_ids:  # `docker run --gpus '"device=0,2"'`
+        kwargs["device_requests"] = [docker.types.DeviceRequest(
+            device_ids=list(spec.gpu_ids), capabilities=[["gpu"]])]
+    elif spec.gpu_count:  # `docker run --gpus N`
+        kwargs["device_requests"] = [docker.types.DeviceRequest(
+            count=spec.gpu_count, capabilities=[["gpu"]])]
     return kwargs
 
 

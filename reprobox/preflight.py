@@ -34,9 +34,15 @@ class Concern:
 class Preflight:
     """How the replay runs on this host, and what the comparison should expect."""
 
-    gpus: bool = False  # hand the host's GPUs to the container
+    gpu_count: int = 0  # GPUs handed to the container: as many as the run used, if there are
+    gpu_ids: tuple[str, ...] = ()  # which ones, where this host's CUDA_VISIBLE_DEVICES says
     concerns: tuple[Concern, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)  # added to the replay's environment
+
+    @property
+    def gpus(self) -> bool:
+        """Whether the container gets GPUs."""
+        return self.gpu_count > 0
 
     @property
     def expect_tolerance(self) -> bool:
@@ -62,9 +68,21 @@ def check(manifest: Manifest, host: Gpus, runtimes: tuple[str, ...], cpu: bool) 
     if not host.devices:
         raise PreflightError(f"the original run used {original.describe()}; this host has no "
                              "NVIDIA GPU", hint=_CPU_HINT, code="gpu-missing")
-    concerns = [*_gpu_differences(manifest, original, host), *_driver_concerns(manifest, host),
-                *_runtime_concerns(runtimes)]
-    return Preflight(gpus=True, concerns=tuple(concerns))
+    used = _used_models(manifest, original)
+    ids = _allocated(host)[:len(used)]
+    count = len(ids) or min(len(used), len(host.devices)) or 1
+    concerns = [*_gpu_differences(used, original, host, count),
+                *_driver_concerns(manifest, host), *_runtime_concerns(runtimes)]
+    # Inside the container the GPUs it was given are numbered from 0, whatever the original
+    # CUDA_VISIBLE_DEVICES named (indexes or UUIDs of another host's GPUs).
+    visible = {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(count))}
+    return Preflight(count, ids, tuple(concerns), visible)
+
+
+def _allocated(host: Gpus) -> tuple[str, ...]:
+    """The GPUs this host's own CUDA_VISIBLE_DEVICES allows (a scheduler's allocation), if set."""
+    visible = (host.visible_devices or "").strip()
+    return tuple(part.strip() for part in visible.split(",") if part.strip())
 
 
 def used_gpu(manifest: Manifest) -> bool:
@@ -116,8 +134,8 @@ def _runtime_concerns(runtimes: tuple[str, ...]) -> list[Concern]:
                     "container only if the NVIDIA Container Toolkit's hook is installed")]
 
 
-def _gpu_differences(manifest: Manifest, original: Gpus, host: Gpus) -> list[Concern]:
-    before = _used_models(manifest, original)
+def _gpu_differences(before: list[str], original: Gpus, host: Gpus,
+                     handed: int) -> list[Concern]:
     after = [gpu.name for gpu in host.devices]
     concerns = []
     if set(before) != set(after):
@@ -130,9 +148,9 @@ def _gpu_differences(manifest: Manifest, original: Gpus, host: Gpus) -> list[Con
         concerns.append(Concern("gpu-capability", "compute capability differs: original "
                                 f"{', '.join(sorted(before_cc))}, here "
                                 f"{', '.join(sorted(after_cc))}", tolerance=True))
-    if len(after) != len(before):  # work split over another number of GPUs adds up otherwise
-        concerns.append(Concern("gpu-count", f"GPU count differs: the original used "
-                                f"{len(before)}, here {len(after)}", tolerance=True))
+    if handed < len(before):  # work split over fewer GPUs adds up in another order
+        concerns.append(Concern("gpu-count", f"fewer GPUs: the original used {len(before)}, "
+                                f"here {handed}", tolerance=True))
     return concerns
 
 

@@ -115,7 +115,8 @@ def container_spec(
         writable_dir=render.PROJECT_DIR,
         timeout_s=timeout_s,
         memory=memory,
-        gpus=plan.gpus,
+        gpu_ids=plan.gpu_ids,
+        gpu_count=plan.gpu_count,
     )
 
 

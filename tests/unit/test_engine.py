@@ -190,10 +190,14 @@ def test_create_kwargs_are_hardened() -> None:
     assert "device_requests" not in kwargs
 
 
-def test_gpus_are_requested_as_docker_run_gpus_all_does() -> None:
-    spec = ContainerSpec(image="img", argv=("python",), env={}, workdir="/w", gpus=True)
+def test_gpus_are_requested_as_docker_run_gpus_does() -> None:
+    spec = ContainerSpec(image="img", argv=("python",), env={}, workdir="/w", gpu_count=2)
     (request,) = engine_mod._create_kwargs(spec)["device_requests"]
-    assert (request["Count"], request["Capabilities"], request["Driver"]) == (-1, [["gpu"]], "")
+    assert (request["Count"], request["Capabilities"], request["Driver"]) == (2, [["gpu"]], "")
+    chosen = ContainerSpec(image="img", argv=("python",), env={}, workdir="/w",
+                           gpu_ids=("GPU-5", "GPU-6"), gpu_count=2)
+    (request,) = engine_mod._create_kwargs(chosen)["device_requests"]
+    assert (request["DeviceIDs"], request["Count"]) == (["GPU-5", "GPU-6"], 0)
 
 
 def test_a_daemon_that_cannot_hand_out_gpus_is_told_how_to_fix_it() -> None:

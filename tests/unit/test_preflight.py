@@ -65,7 +65,21 @@ def test_fewer_gpus_than_the_run_used_is_a_warning() -> None:
     state = {"torch.cuda.devices_used": "0:NVIDIA H100 80GB HBM3; 1:NVIDIA H100 80GB HBM3"}
     plan = preflight.check(_gpu_run(state), H100_HOST, ("nvidia",), cpu=False)
     assert plan.expect_tolerance
-    assert plan.notes[0] == "GPU count differs: the original used 2, here 1"
+    assert plan.notes[0] == "fewer GPUs: the original used 2, here 1"
+    assert (plan.gpu_count, plan.env["CUDA_VISIBLE_DEVICES"]) == (1, "0")
+
+
+def test_the_replay_gets_as_many_gpus_as_the_run_used_from_this_hosts_allocation() -> None:
+    eight = tuple(replace(H100, index=i, uuid=f"GPU-{i}") for i in range(8))
+    host = Gpus("nvml", "580.159.04", "13.0", eight)
+    plan = preflight.check(_gpu_run(), host, ("nvidia",), cpu=False)
+    assert (plan.gpu_count, plan.gpu_ids, plan.concerns) == (1, (), ())
+    scheduled = replace(host, visible_devices="GPU-5,GPU-6")  # a scheduler's CUDA_VISIBLE_DEVICES
+    two_used = _gpu_run({"torch.cuda.devices_used":
+                         "0:NVIDIA H100 80GB HBM3; 1:NVIDIA H100 80GB HBM3"})
+    plan = preflight.check(two_used, scheduled, ("nvidia",), cpu=False)
+    assert (plan.gpu_count, plan.gpu_ids) == (2, ("GPU-5", "GPU-6"))
+    assert plan.env == {"CUDA_VISIBLE_DEVICES": "0,1"}
 
 
 def test_a_mig_instance_of_the_same_gpu_model_is_the_same_model() -> None:

@@ -204,7 +204,8 @@ def test_a_gpu_run_gets_the_hosts_gpus_and_tf32_as_the_original_had_it(
     bundle, engine = _gpu_bundle(tmp_path, sample_manifest)
     folder = replay_module.replay(bundle, engine, lambda chunk: None, host_gpus=H100_HOST)
     (spec,) = engine.runs
-    assert spec.gpus is True and spec.env["REPROBOX_TF32_OFF"] == "matmul"
+    assert (spec.gpu_count, spec.gpu_ids) == (1, ()) and spec.env["REPROBOX_TF32_OFF"] == "matmul"
+    assert spec.env["CUDA_VISIBLE_DEVICES"] == "0"
     result = replay_module.read_result(folder)
     assert (result.gpus, result.expect_tolerance, result.notes) == (True, False, [])
 
@@ -222,7 +223,7 @@ def test_cpu_replays_hide_the_gpus_and_are_judged_by_tolerance(
     bundle, engine = _gpu_bundle(tmp_path, sample_manifest)
     folder = replay_module.replay(bundle, engine, lambda chunk: None, cpu=True)
     (spec,) = engine.runs
-    assert spec.gpus is False and spec.env["CUDA_VISIBLE_DEVICES"] == ""
+    assert spec.gpu_count == 0 and spec.env["CUDA_VISIBLE_DEVICES"] == ""
     result = replay_module.read_result(folder)
     assert result.expect_tolerance and "replayed on the CPU (--cpu)" in result.notes[0]
 
