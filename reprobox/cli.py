@@ -155,6 +155,15 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
     return 0 if result.exit_code == 0 and not result.timed_out else 1
 
 
+def _preflight(args: argparse.Namespace) -> None:
+    """Refuse a GPU run this host cannot replay before a build that may take many minutes."""
+    from reprobox.engine import DockerEngine
+    from reprobox.replay import plan_ahead
+
+    manifest = bundle.find(args.bundle).manifest()
+    plan_ahead(manifest, DockerEngine(), _host_gpus(args.cpu), args.cpu)
+
+
 def _host_gpus(cpu: bool) -> Gpus:
     """This host's GPUs, which the preflight weighs against the original's (none with --cpu)."""
     from reprobox.capture import gpu
@@ -179,6 +188,7 @@ def _compare(args: argparse.Namespace, err: Console) -> int:
 
 
 def _run(args: argparse.Namespace, err: Console) -> int:
+    _preflight(args)
     _do_build(args, err)
     _replay(args, err)
     args.replay = None

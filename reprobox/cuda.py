@@ -159,16 +159,17 @@ def min_driver(cuda: str) -> str | None:
     major, minor = parts
     if minor is not None:
         return floors.get(f"{major}.{minor}")
-    same_major = sorted((_key(v), d) for v, d in floors.items() if _key(v)[0] == major)
+    same_major = sorted((version_key(v), d) for v, d in floors.items()
+                        if version_key(v)[0] == major)
     return same_major[0][1] if same_major else None
 
 
 def driver_satisfies(driver: str, cuda: str) -> bool | None:
     """Whether `driver` ('535.183.01') is new enough for CUDA `cuda`; None when not known."""
     floor = min_driver(cuda)
-    if floor is None or not _key(driver):
+    if floor is None or not version_key(driver):
         return None
-    return _key(driver) >= _key(floor)
+    return version_key(driver) >= version_key(floor)
 
 
 # ---------------------------------------------------------------------------- the environment
@@ -243,10 +244,10 @@ def _joined(parts: tuple[int, int | None]) -> str:
     return f"{parts[0]}.{parts[1]}" if parts[1] is not None else str(parts[0])
 
 
-def _key(version: str) -> tuple[int, ...]:
-    """'535.183.01' -> (535, 183, 1); empty when it does not start with a number."""
+def version_key(version: str | None) -> tuple[int, ...]:
+    """'535.183.01' -> (535, 183, 1); '12.x' -> (12,); empty when it starts with no number."""
     numbers = []
-    for part in version.strip().split("."):
+    for part in (version or "").strip().split("."):
         if not part.isdigit():
             break
         numbers.append(int(part))
@@ -324,7 +325,7 @@ def _toolkit_need(manifest: Manifest) -> _Need | None:
 def _why_system(use: _FrameworkUse, wheels: Mapping[str, str]) -> str | None:
     major = use.cuda[0]
     below = use.rule.get("always_below")
-    if below and _key(use.version) and _key(use.version) < _key(str(below)):
+    if below and version_key(use.version) and version_key(use.version) < version_key(str(below)):
         return f"{use.label} loads CUDA {major} from the system (no wheels carry it before {below})"
     missing = [part for part in use.rule["wheels"] if not _has_wheel(wheels, part, major)]
     if missing:
@@ -335,18 +336,18 @@ def _why_system(use: _FrameworkUse, wheels: Mapping[str, str]) -> str | None:
 
 def _candidates(need: _Need, manifest: Manifest) -> list[Mapping[str, Any]]:
     rows = [r for r in _data()["base_images"]
-            if _key(r["cuda"])[0] == need.major and (r["cudnn"] or not need.cudnn)]
+            if version_key(r["cuda"])[0] == need.major and (r["cudnn"] or not need.cudnn)]
     if need.minor is not None:
-        exact = [r for r in rows if _key(r["cuda"])[1] == need.minor]
-        rows = exact or [r for r in rows if _key(r["cuda"])[1] > need.minor]
-    driver_cuda = _key(manifest.gpu.cuda_driver_version or "") if manifest.gpu else ()
+        exact = [r for r in rows if version_key(r["cuda"])[1] == need.minor]
+        rows = exact or [r for r in rows if version_key(r["cuda"])[1] > need.minor]
+    driver_cuda = version_key(manifest.gpu.cuda_driver_version or "") if manifest.gpu else ()
     if driver_cuda:
         # nvidia/cuda images refuse to start on a driver older than their CUDA (NVIDIA_REQUIRE_CUDA)
-        supported = [r for r in rows if _key(r["cuda"])[:2] <= driver_cuda[:2]]
+        supported = [r for r in rows if version_key(r["cuda"])[:2] <= driver_cuda[:2]]
         rows = supported or rows
     return rows
 
 
 def _preference(row: Mapping[str, Any], need: _Need, python_xy: str) -> tuple[Any, ...]:
-    return (row["python"] == python_xy, need.cudnn or not row["cudnn"], _key(row["cuda"]),
-            _key(row["ubuntu"]))
+    return (row["python"] == python_xy, need.cudnn or not row["cudnn"], version_key(row["cuda"]),
+            version_key(row["ubuntu"]))

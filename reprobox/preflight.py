@@ -54,8 +54,16 @@ class Preflight:
         return tuple(concern.message for concern in self.concerns)
 
 
-def check(manifest: Manifest, host: Gpus, runtimes: tuple[str, ...], cpu: bool) -> Preflight:
-    """Decide how to replay `manifest` here; raises PreflightError when it cannot be done."""
+_MINOR_COMPATIBLE_FROM = (11, 1)  # CUDA minor-version compatibility began with 11.1
+_REQUIRED_CUDA = re.compile(r"\bcuda>=(\d+\.\d+)")
+
+
+def check(manifest: Manifest, host: Gpus, runtimes: tuple[str, ...], cpu: bool,
+          image_env: Mapping[str, str] | None = None) -> Preflight:
+    """Decide how to replay `manifest` here; raises PreflightError when it cannot be done.
+
+    `image_env` is the built image's environment: a CUDA base names the CUDA it needs there.
+    """
     original = manifest.gpu
     if original is None or not used_gpu(manifest):
         unneeded = Concern("cpu-unneeded", "--cpu: the original run used no GPU, so nothing "
@@ -72,7 +80,8 @@ def check(manifest: Manifest, host: Gpus, runtimes: tuple[str, ...], cpu: bool) 
     ids = _allocated(host)[:len(used)]
     count = len(ids) or min(len(used), len(host.devices)) or 1
     concerns = [*_gpu_differences(used, original, host, count),
-                *_driver_concerns(manifest, host), *_runtime_concerns(runtimes)]
+                *_driver_concerns(manifest, host), *_image_concerns(image_env or {}, host),
+                *_runtime_concerns(runtimes)]
     # Inside the container the GPUs it was given are numbered from 0, whatever the original
     # CUDA_VISIBLE_DEVICES named (indexes or UUIDs of another host's GPUs).
     visible = {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(count))}
@@ -98,17 +107,12 @@ def used_gpu(manifest: Manifest) -> bool:
     return bool(gpus and gpus.devices and stack and stack.frameworks)
 
 
-def _version(text: str | None) -> tuple[int, ...]:
-    """Leading numeric parts: "580.159.04" -> (580, 159, 4); () when there are none."""
-    match = re.match(r"^\d+(?:\.\d+)*", text or "")
-    return tuple(int(part) for part in match[0].split(".")) if match else ()
-
-
 def _driver_concerns(manifest: Manifest, host: Gpus) -> list[Concern]:
     use, supported = cuda.environment_cuda(manifest), host.cuda_driver_version
     concerns = []
-    if use and supported and _version(supported)[:2] < _version(use.version)[:2]:
-        if _version(supported)[0] < _version(use.version)[0]:
+    needed, available = cuda.version_key(use.version if use else None), cuda.version_key(supported)
+    if use and needed and available and available[:2] < needed[:2]:
+        if available[0] < needed[0] or needed[:2] < _MINOR_COMPATIBLE_FROM:
             floor = cuda.min_driver(use.version)
             raise PreflightError(
                 f"this host's driver {host.driver_version} supports CUDA up to {supported}; "
@@ -120,11 +124,22 @@ def _driver_concerns(manifest: Manifest, host: Gpus) -> list[Concern]:
             f"built for {use.version}: it runs by CUDA's minor-version compatibility, but "
             "kernels compiled for the newer version may fail to load"))
     captured = manifest.gpu.driver_version if manifest.gpu else None
-    if captured and _version(host.driver_version) < _version(captured):
+    if captured and cuda.version_key(host.driver_version) < cuda.version_key(captured):
         concerns.append(Concern(
             "driver-older", f"this host's NVIDIA driver {host.driver_version} is older than the "
             f"run's {captured}: kernels compiled at load time can differ"))
     return concerns
+
+
+def _image_concerns(image_env: Mapping[str, str], host: Gpus) -> list[Concern]:
+    """nvidia/cuda bases state the CUDA they need; the NVIDIA runtime checks it at start."""
+    required = _REQUIRED_CUDA.search(image_env.get("NVIDIA_REQUIRE_CUDA", ""))
+    supported = cuda.version_key(host.cuda_driver_version)
+    if not required or not supported or supported >= cuda.version_key(required[1]):
+        return []
+    return [Concern("image-requires-cuda", f"the image's base requires CUDA {required[1]} "
+                    f"(NVIDIA_REQUIRE_CUDA) and this driver supports {supported}: the NVIDIA "
+                    "runtime may refuse to start the container")]
 
 
 def _runtime_concerns(runtimes: tuple[str, ...]) -> list[Concern]:

@@ -70,14 +70,14 @@ def replay(
     """
     manifest = bundle.manifest()
     engine.ping()
-    runtimes = engine.gpu_runtimes() if preflight.used_gpu(manifest) and not cpu else ()
-    plan = preflight.check(manifest, host_gpus, runtimes, cpu)
+    plan_ahead(manifest, engine, host_gpus, cpu)  # refuse before looking for the image
     built = read_built(bundle)
     if not engine.has_image(built.tag):
         raise ReplayError(
             f"image {built.tag} is not present",
             hint="run `reprobox build` to rebuild it from the bundle",
         )
+    plan = plan_ahead(manifest, engine, host_gpus, cpu, engine.image_env(built.tag))
     spec = container_spec(manifest, built, _input_mounts(bundle, manifest), timeout_s, memory,
                           plan)
     fetch = [f"{render.PROJECT_DIR}/{o.path}" for o in manifest.outputs]
@@ -89,6 +89,13 @@ def replay(
                          notes=list(plan.notes))
         atomic_write(staging / "replay.json", result.to_json())
     return final
+
+
+def plan_ahead(manifest: Manifest, engine: Engine, host_gpus: Gpus, cpu: bool,
+               image_env: Mapping[str, str] | None = None) -> preflight.Preflight:
+    """The preflight on this host: raises PreflightError before any image is built or run."""
+    runtimes = engine.gpu_runtimes() if preflight.used_gpu(manifest) and not cpu else ()
+    return preflight.check(manifest, host_gpus, runtimes, cpu, image_env)
 
 
 def container_spec(

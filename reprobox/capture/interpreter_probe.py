@@ -202,12 +202,26 @@ def literal_assignments(path: str | None) -> dict[str, Any] | None:
         else:
             continue
         if isinstance(target, ast.Name) and expression is not None:
+            inner = dict_call_argument(expression)
             try:
-                value = ast.literal_eval(expression)
-            except ValueError:
+                value = ast.literal_eval(inner)
+                value = dict(value) if inner is not expression else value
+            except (ValueError, TypeError):
                 continue
             found.update(value if isinstance(value, dict) else {target.id: value})
     return {k: v for k, v in found.items() if isinstance(v, (str, int, float, bool, type(None)))}
+
+
+def dict_call_argument(expression: ast.expr) -> ast.expr:
+    """`collections.OrderedDict([...])` or `dict([...])` -> the literal list inside it.
+
+    TensorFlow writes its build_info.py that way; anything else is returned as it is.
+    """
+    if isinstance(expression, ast.Call) and len(expression.args) == 1:
+        name = getattr(expression.func, "attr", None) or getattr(expression.func, "id", None)
+        if name in ("OrderedDict", "dict"):
+            return expression.args[0]
+    return expression
 
 
 def describe() -> dict[str, Any]:

@@ -263,6 +263,9 @@ def test_a_gpu_run_is_refused_without_a_gpu_and_replays_with_cpu(
     assert_one_line_error(refused, "1× NVIDIA H100 80GB HBM3", "this host has no NVIDIA GPU",
                           code=4)
     assert "--cpu" in refused.err and not bundle.replays_dir.exists()
+    built_before = bundle.build_record_path.read_bytes()
+    assert reprobox(["run", str(bundle.path)], project).code == 4
+    assert bundle.build_record_path.read_bytes() == built_before  # refused before building
 
     on_cpu = reprobox(["run", "--cpu", "--json", str(bundle.path)], project)
     assert on_cpu.code == 0, on_cpu

@@ -25,6 +25,7 @@ class FakeEngine:
     labels: dict[str, dict[str, str]] = field(default_factory=dict)
     runtimes: tuple[str, ...] = ()
     digests: dict[str, str] = field(default_factory=dict)  # ref -> "name@sha256:…"
+    envs: dict[str, dict[str, str]] = field(default_factory=dict)  # ref -> its ENV
 
     def ping(self) -> None:
         return None
@@ -37,6 +38,9 @@ class FakeEngine:
 
     def image_id(self, ref: str) -> str:
         return f"sha256:{ref}"
+
+    def image_env(self, ref: str) -> dict[str, str]:
+        return self.envs.get(ref, {})
 
     def repo_digest(self, ref: str) -> str | None:
         return self.digests.get(ref)

@@ -15,11 +15,17 @@ from reprobox.capture.runner import subprocess_runner
 from reprobox.manifest import CudaStack, Package
 
 H100 = Path(__file__).resolve().parents[1] / "data" / "gpu" / "h100-driver580"
+# The shape TensorFlow's generated tensorflow/python/platform/build_info.py has (2.x):
+# an OrderedDict of literal pairs, which a plain literal_eval refuses.
 TENSORFLOW_BUILD_INFO = """\
-# as tensorflow 2.15 ships it
-build_info = {'cpu_compiler': '/usr/lib/llvm-17/bin/clang', 'cuda_compute_capabilities': \
-['sm_50', 'sm_60'], 'cuda_version': '12.2', 'cudnn_version': '8', 'is_cuda_build': True, \
-'is_rocm_build': False, 'is_tensorrt_build': True}
+# Copyright 2020 The TensorFlow Authors. All Rights Reserved.
+\"\"\"Auto-generated module providing information about the build.\"\"\"
+import collections
+
+build_info = collections.OrderedDict([('cpu_compiler', '/usr/lib/llvm-17/bin/clang'), \
+('cuda_compute_capabilities', ['sm_50', 'sm_60', 'sm_70', 'sm_80', 'compute_90']), \
+('cuda_version', '12.2'), ('cudnn_version', '8'), ('is_cuda_build', True), \
+('is_rocm_build', False), ('is_tensorrt_build', True)])
 """
 
 

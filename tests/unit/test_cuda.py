@@ -121,7 +121,8 @@ def test_min_driver_is_nvidias_table(toolkit: str, driver: str) -> None:
 def test_min_driver_of_a_major_alone_and_of_unknown_versions() -> None:
     assert cuda.min_driver("12") == "525.60.13"  # minor-version compatibility's floor
     assert cuda.min_driver("13.x") == "580.65.06"
-    assert cuda.min_driver("10.2") is None and cuda.min_driver("garbage") is None
+    assert cuda.min_driver("10.2") == "440.33" and cuda.min_driver("11.7") == "515.43.04"
+    assert cuda.min_driver("9.2") is None and cuda.min_driver("garbage") is None
 
 
 @pytest.mark.parametrize(

@@ -89,6 +89,21 @@ def test_a_mig_instance_of_the_same_gpu_model_is_the_same_model() -> None:
     assert plan.concerns == ()
 
 
+def test_before_cuda_11_1_an_older_minor_driver_is_refused() -> None:
+    host = Gpus("nvidia-smi", "418.87.00", "10.1", (H100,))
+    with pytest.raises(PreflightError, match="built for CUDA 10.2") as caught:
+        preflight.check(_gpu_run(cuda="10.2"), host, ("nvidia",), cpu=False)
+    assert caught.value.hint is not None and "440.33" in caught.value.hint
+
+
+def test_a_cuda_base_that_needs_a_newer_driver_is_a_concern() -> None:
+    host = Gpus("nvml", "535.104.05", "12.2", (H100,))
+    image_env = {"NVIDIA_REQUIRE_CUDA": "cuda>=12.6 brand=tesla,driver>=470,driver<471"}
+    plan = preflight.check(_gpu_run(cuda="12.2"), host, ("nvidia",), False, image_env)
+    concerns = {concern.code: concern.message for concern in plan.concerns}
+    assert "requires CUDA 12.6" in concerns["image-requires-cuda"]
+
+
 def test_a_driver_for_an_older_cuda_major_is_refused() -> None:
     old_host = Gpus("nvidia-smi", "535.104.05", "12.2", (H100,))
     with pytest.raises(PreflightError, match="supports CUDA up to 12.2; the environment was "
