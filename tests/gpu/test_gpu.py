@@ -108,3 +108,41 @@ def test_warn_only_records_the_ops_without_a_deterministic_kernel(
         "import torch\nx = torch.rand(4096, device='cuda')\nprint(torch.histc(x, bins=8))\n")
     manifest = _capture(gpu_python, tmp_path, "--warn-only")
     assert "_histc_cuda" in str(manifest.determinism.state["torch.nondeterministic_ops"])
+
+
+def test_tf32_is_turned_off_quietly_on_real_torch(gpu_python: str) -> None:
+    env = seeding.process_env(seeding.determinism(3), str(seeding.SHIM_DIR), None, _plain_env())
+    env["REPROBOX_TF32_OFF"] = "matmul,cudnn"
+    show = ("import torch; print(torch.backends.cuda.matmul.allow_tf32, "
+            "torch.backends.cudnn.allow_tf32)")
+    result = subprocess.run([gpu_python, "-W", "error", "-c", show], env=env,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]
+    assert "reprobox shim" not in result.stderr and "Warning" not in result.stderr
+
+
+def test_gpu_use_in_a_child_process_is_the_runs(gpu_python: str, tmp_path: Path) -> None:
+    # as under torchrun: the launcher imports torch and never touches CUDA, a worker does
+    (tmp_path / "worker.py").write_text(
+        "import torch\nprint(torch.ones(4, device='cuda').sum().item())\n")
+    (tmp_path / "train.py").write_text(
+        "import subprocess, sys, torch\n"
+        "subprocess.run([sys.executable, 'worker.py'], check=True)\n")
+    state = _capture(gpu_python, tmp_path).determinism.state
+    assert state["processes"] == 2
+    assert state["torch.cuda.initialized"] is True and state["torch.cuda.devices_used"]
+
+
+def test_a_run_stopped_by_strict_determinism_is_told_about_warn_only(
+        gpu_python: str, tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text(
+        "import torch\ntorch.histc(torch.rand(64, device='cuda'), bins=4)\n")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=False)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, "-m", "reprobox", "capture", "--", gpu_python,
+                             "train.py"], cwd=tmp_path, env=env, timeout=600, check=False)
+    assert result.returncode == 1
+    (manifest,) = tmp_path.glob(".reprobox/runs/*/manifest.yaml")
+    notes = manifest_io.read(manifest).notes
+    assert any("--warn-only" in note for note in notes)

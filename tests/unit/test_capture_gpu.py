@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from reprobox import manifest as manifest_io
 from reprobox.capture import gpu
 from reprobox.capture.runner import RunOutput, subprocess_runner
 from reprobox.errors import ProbeUnavailable
@@ -381,3 +382,17 @@ def test_nvidia_smi_that_cannot_reach_the_driver(no_pynvml: None, tmp_path: Path
     found, notes = gpu.probe(subprocess_runner, {}, nvidia_smi=program)
     assert found == Gpus(source="none")
     assert notes == (f"nvidia-smi: {message} (exit 9)",)
+
+
+def test_nvml_and_nvidia_smi_agree_on_the_recorded_h200(no_pynvml: None) -> None:
+    h200 = DATA / "h200-driver580"
+    recorded = json.loads((h200 / "nvml.json").read_text())
+    by_nvml, _ = gpu.probe(no_runner, {}, nvml=FakeNvml(recorded))
+    by_smi, _ = gpu.probe(SmiFolder(h200), {})
+    (device,) = by_nvml.devices
+    assert (device.name, device.memory_mib, device.compute_capability) == (
+        "NVIDIA H200", 143771, "9.0")
+    assert by_smi.devices == by_nvml.devices
+    # what capture recorded on that machine, through the real nvidia-ml-py
+    captured = manifest_io.read(h200 / "torch-gpu-manifest.yaml").gpu
+    assert captured is not None and captured.devices == by_nvml.devices

@@ -156,3 +156,14 @@ def test_gpus_describe_themselves_in_one_line() -> None:
     two = Gpus("nvml", "550.54.15", "12.4", (A100, replace(A100, index=1)))
     assert two.describe() == "2× NVIDIA A100-SXM4-80GB (8.0), driver 550.54.15, CUDA 12.4"
     assert Gpus("none").describe() == "no NVIDIA GPU"
+
+
+def test_a_real_h100_capture_on_a_real_h200_host_expects_tolerance() -> None:
+    h100_run = manifest_io.read(DATA / "torch-h100.yaml")
+    gpu_data = DATA.parent / "gpu" / "h200-driver580"
+    h200_host = manifest_io.read(gpu_data / "torch-gpu-manifest.yaml").gpu
+    assert h200_host is not None
+    plan = preflight.check(h100_run, h200_host, ("nvidia",), cpu=False)
+    assert plan.gpus and plan.expect_tolerance
+    assert [concern.code for concern in plan.concerns] == ["gpu-model"]
+    assert plan.notes[0] == "GPU model differs: original NVIDIA H100 80GB HBM3, here NVIDIA H200"
