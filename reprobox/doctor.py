@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import os
-import re
 import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from reprobox import preflight
+from reprobox import cuda, preflight
 from reprobox.bundle import Bundle
 from reprobox.capture import files, git, gpu, python_env
 from reprobox.capture.runner import Runner, subprocess_runner
@@ -31,7 +30,6 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 MAX_SCANNED_BYTES = 2 * 1000 * 1000  # larger .py files are generated code, not a training script
 _LISTED = 5  # names or places shown in one message before "and N more"
 # Local version labels that public wheel indexes serve (PyTorch's, JAX's): pinnable.
-_INDEX_LABEL = re.compile(r"^(?:cu\d+|cpu|rocm[\d.]+|xpu|cuda\d+.*)$")
 _CUDA_PACKAGES = ("nvidia-cublas", "nvidia-cudnn", "cupy-cuda", "jax-cuda")
 # DataLoader(dataset, batch_size, shuffle, sampler, batch_sampler, num_workers, collate_fn,
 #            pin_memory, drop_last, timeout, worker_init_fn, multiprocessing_context, generator)
@@ -355,7 +353,8 @@ def _unpinnable(package: Package) -> bool:
     public, _, label = package.version.partition("+")
     if public.strip().lower() in ("", "unknown"):
         return True
-    return bool(label) and package.index_url is None and not _INDEX_LABEL.match(label)
+    # a local label is fetchable only from an index the lock can name (PyTorch's, a recorded one)
+    return bool(label) and cuda.package_index(package) is None
 
 
 def _packages(packages: Sequence[Package]) -> str:

@@ -53,7 +53,7 @@ ALLOWED: dict[str, set[str]] = {
         "errors",
         "fileio",
     },
-    "doctor": {"manifest", "bundle", "capture", "preflight", "errors", "fileio"},
+    "doctor": {"manifest", "bundle", "capture", "preflight", "cuda", "errors", "fileio"},
     "report": {"manifest", "compare", "doctor", "errors"},
     "cli": {"*"},
     "__init__": {"errors", "manifest"},
