@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from reprobox import cuda, preflight
+from reprobox import cuda, lock, preflight
 from reprobox.bundle import Bundle
 from reprobox.capture import files, git, gpu, python_env
 from reprobox.capture.runner import Runner, subprocess_runner
@@ -349,6 +349,11 @@ def _gpu_severity(facts: Facts) -> Severity:
     return "warning" if _uses_cuda(facts) else "info"
 
 
+def _imaged(packages: Sequence[Package]) -> tuple[Package, ...]:
+    """The packages an image would hold: reprobox itself is never among them."""
+    return tuple(package for package in packages if package.name not in lock.EXCLUDED)
+
+
 def _unpinnable(package: Package) -> bool:
     public, _, label = package.version.partition("+")
     if public.strip().lower() in ("", "unknown"):
@@ -465,7 +470,8 @@ def facts_from_manifest(manifest: Manifest, sources: Mapping[str, str],
     determinism = manifest.determinism
     return Facts(
         env=_run_env(manifest), state=determinism.state, deterministic=determinism.deterministic,
-        packages=manifest.python.packages, git=manifest.git, source=scan_sources(sources),
+        packages=_imaged(manifest.python.packages), git=manifest.git,
+        source=scan_sources(sources),
         gpus=manifest.gpu, host_gpus=host_gpus, cuda=manifest.cuda, notes=tuple(notes),
         manifest=manifest)
 
@@ -519,7 +525,7 @@ def check_environment(cwd: Path, python: str | None = None, runner: Runner = sub
     git_record = _git_or_none(project, runner)
     sources, notes = _project_sources(project, runner)
     gpus, gpu_notes = probe_host_gpus(runner, environ)
-    facts = Facts(env=environ, packages=record.packages, git=git_record,
+    facts = Facts(env=environ, packages=_imaged(record.packages), git=git_record,
                   source=scan_sources(sources), gpus=gpus, notes=notes + gpu_notes)
     return Diagnosis(f"project {project} with {executable}", diagnose(facts))
 

@@ -216,6 +216,11 @@ def test_packages_not_from_an_index_or_not_pinnable(clean: Manifest, package: Pa
     assert found[code].severity == severity and package.name in found[code].message
 
 
+def test_reprobox_itself_installed_editable_is_no_hazard(clean: Manifest) -> None:
+    # it is never installed in the image: the stdlib-only shim is copied in instead
+    assert _found(_with_packages(clean, Package("reprobox", "0.1.0", "editable", "/src"))) == {}
+
+
 @pytest.mark.parametrize("version", ["2.1.3", "2.4.0+cu121", "2.4.0+cpu", "6.2.4+rocm6.2",
                                      "2.7.0+xpu"])
 def test_index_packages_with_index_versions_are_fine(clean: Manifest, version: str) -> None:
