@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reprobox import compare as compare_module
 from reprobox.compare import Comparison, OutputComparison, compare, compare_file
+from reprobox.compare import arrays as arrays_module
+from reprobox.compare import files as files_module
 from reprobox.errors import BundleError, ManifestError
 from reprobox.manifest import Output
 
@@ -188,7 +189,7 @@ def test_an_unreadable_output_is_a_bundle_error(dirs: tuple[Path, Path],
     def refuse(path: Path) -> str:  # chmod cannot stop root, so refuse the read itself
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(compare_module, "sha256_file", refuse)
+    monkeypatch.setattr(files_module, "sha256_file", refuse)
     with pytest.raises(BundleError, match="a.txt: cannot read output"):
         compare(expected_dir, actual_dir, [_record(expected_dir / "a.txt", "a.txt")])
 
@@ -281,7 +282,7 @@ def test_zero_dimensional_arrays(dirs: tuple[Path, Path]) -> None:
 
 def test_chunks_are_located_in_the_whole_array(dirs: tuple[Path, Path],
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(compare_module, "_CHUNK_ELEMENTS", 16)  # 2 rows of 8 per chunk
+    monkeypatch.setattr(arrays_module, "_CHUNK_ELEMENTS", 16)  # 2 rows of 8 per chunk
     changed = WEIGHTS.copy()
     changed[17, 6] += 1.0
     changed[19, 0] += 3.0

@@ -19,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "cuda": {"manifest", "errors"},
     "lock": {"manifest", "cuda"},
     "render": {"manifest", "lock", "seeding", "cuda"},
-    "compare": {"manifest", "errors", "fileio"},
+    "compare": {"manifest", "errors", "fileio", "compare"},
     "seeding": {"manifest", "errors", "fileio"},
     "bundle": {"manifest", "errors", "fileio"},
     "capture": {"manifest", "errors", "fileio", "capture", "seeding", "lock", "bundle", "cuda",
