@@ -22,7 +22,7 @@ from reprobox.errors import ManifestError
 from reprobox.fileio import atomic_write
 
 SECRET_MASK = "***"  # what stands in a recorded argv, env value or log for a secret
-SCHEMA_VERSION = 3  # 2 added `gpu`/`cuda`, 3 `determinism.warn_only`; older ones migrate on read
+SCHEMA_VERSION = 4  # 2: `gpu`/`cuda`, 3: `determinism.warn_only`, 4: `outputs[].ulps`
 Scalar = str | int | float | bool | None
 PackageSource = Literal["index", "local", "editable", "vcs", "url"]
 
@@ -155,6 +155,7 @@ class Output:
     stored: bool = True  # copied into the bundle's outputs/ (False when over the size cap)
     rtol: float = 1e-7
     atol: float = 0.0
+    ulps: int | None = None  # float values this many units in the last place apart also agree
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +343,7 @@ def _migrate(data: Mapping[str, Any]) -> Mapping[str, Any]:
     """Bring an older manifest up to SCHEMA_VERSION in memory; the file is left as it is."""
     # Version 1 had no GPU probe: absent `gpu`/`cuda` mean "not probed", as they do now.
     # Version 2 had no `determinism.warn_only`: absent means strict, as it does now.
+    # Version 3 had no `outputs[].ulps`: absent means no ULP tolerance, as it does now.
     return {**data, "schema_version": SCHEMA_VERSION}
 
 

@@ -18,11 +18,13 @@ arrays    .npy/.npz     records  JSON     text  CSV/TSV and text
 from reprobox.compare.files import compare, compare_file
 from reprobox.compare.result import (
     Comparison,
+    CurveComparison,
+    EnvironmentDifference,
     OutputComparison,
     OverallVerdict,
     Verdict,
     combine,
 )
 
-__all__ = ["Comparison", "OutputComparison", "OverallVerdict", "Verdict", "combine", "compare",
-           "compare_file"]
+__all__ = ["Comparison", "CurveComparison", "EnvironmentDifference", "OutputComparison",
+           "OverallVerdict", "Verdict", "combine", "compare", "compare_file"]

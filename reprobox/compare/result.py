@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 Verdict = Literal["identical", "equivalent", "within_tolerance", "different", "missing", "extra"]
@@ -28,6 +28,34 @@ class OutputComparison:
     where: str | None = None  # first value that differs: "w[3, 7]", "$.metrics.loss", "line 12"
     n_different: int | None = None  # outside tolerance when different, not equal when within
     n_total: int | None = None  # elements, JSON values, CSV cells or text lines compared
+    max_ulps: int | None = None  # largest distance in units in the last place (float arrays)
+    # the first few differing values side by side: ("w[3, 7]", "0.1234", "0.1235")
+    samples: tuple[tuple[str, str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CurveComparison:
+    """One metric curve (loss or accuracy per step) of an output, original against replay."""
+
+    path: str  # the output it was read from
+    metric: str  # "loss"
+    steps: tuple[float, ...]  # the step of each point, as the log numbers them
+    expected: tuple[float, ...]  # the original's values (charts may thin them out)
+    actual: tuple[float, ...]  # the replay's, at the same steps
+    parted_at: float | None = None  # first step where the curves differ beyond tolerance
+    end_gap: float | None = None  # |replay - original| at the last common step
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentDifference:
+    """One way the replay's environment differs from the original's, ranked by how likely it
+    explains a difference in the outputs (`weight`: 3 likely, 2 possible, 1 unlikely)."""
+
+    what: str  # "torch", "GPU model", "driver", "Python", "OMP_NUM_THREADS", "cuDNN benchmark"
+    original: str
+    replay: str
+    weight: int
+    why: str  # one line: why this can change the numbers
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +65,13 @@ class Comparison:
     verdict: OverallVerdict
     outputs: tuple[OutputComparison, ...]
     notes: tuple[str, ...] = ()  # e.g. environment differences that may explain a difference
+    curves: tuple[CurveComparison, ...] = ()
+    environment: tuple[EnvironmentDifference, ...] = field(default=())  # most likely first
+
+    def with_environment(self, differences: Sequence[EnvironmentDifference]) -> Comparison:
+        """The same comparison with its environment differences, most likely cause first."""
+        ranked = sorted(differences, key=lambda d: (-d.weight, d.what))
+        return replace(self, environment=tuple(ranked))
 
     @property
     def reproduced(self) -> bool:
@@ -52,9 +87,10 @@ class Comparison:
         return {
             "verdict": self.verdict,
             "reproduced": self.reproduced,
-            "outputs": [{f.name: json_safe(getattr(o, f.name)) for f in fields(o)}
-                        for o in self.outputs],
+            "outputs": [_plain(o) for o in self.outputs],
             "notes": list(self.notes),
+            "curves": [_plain(c) for c in self.curves],
+            "environment": [_plain(d) for d in self.environment],
         }
 
 
@@ -68,7 +104,14 @@ def _overall(results: Sequence[OutputComparison]) -> OverallVerdict:
     return _OVERALL[max(ranks, default=0)]
 
 
+def _plain(record: Any) -> dict[str, Any]:
+    return {f.name: json_safe(getattr(record, f.name)) for f in fields(record)}
+
+
 def json_safe(value: Any) -> Any:
+    """Non-finite floats as "inf", "-inf", "nan" (JSON has no such numbers), tuples as lists."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, tuple):
+        return [json_safe(item) for item in value]
     return value

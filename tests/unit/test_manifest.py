@@ -68,7 +68,7 @@ def test_missing_field_is_named(sample_manifest: Manifest) -> None:
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("schema_version: 4\n", "written by a newer reprobox (schema 4"),
+    ("schema_version: 5\n", "written by a newer reprobox (schema 5"),
     ("created_by: x\n", "missing schema_version"),
     ("schema_version: '1'\n", "schema_version must be a positive integer"),
     ("!!python/object/apply:os.system ['true']\n", "refused YAML"),
@@ -117,7 +117,7 @@ def test_a_version_1_manifest_is_migrated_in_memory() -> None:
     path = Path(__file__).resolve().parents[1] / "data" / "manifests" / "numpy-sgd.yaml"
     assert "schema_version: 1\n" in path.read_text()  # a real capture by reprobox 0.1.0
     manifest = manifest_io.read(path)
-    assert manifest.schema_version == manifest_io.SCHEMA_VERSION == 3
+    assert manifest.schema_version == manifest_io.SCHEMA_VERSION == 4
     assert manifest.gpu is None and manifest.cuda is None  # "not probed", as v1 never did
     assert manifest_io.loads(manifest_io.dumps(manifest)) == manifest
 
@@ -127,5 +127,5 @@ def test_a_version_2_manifest_is_migrated_in_memory() -> None:
     path = manifests / "torch-h100-nogpufields.yaml"
     assert "schema_version: 2\n" in path.read_text()  # a real capture on an H100
     manifest = manifest_io.read(path)
-    assert manifest.schema_version == 3
+    assert manifest.schema_version == 4
     assert manifest.determinism.warn_only is False  # v2 always ran strict

@@ -81,7 +81,7 @@ def test_comparison_json_is_sorted_and_round_trips() -> None:
     comparison = Comparison("different", (DIFFERENT, MISSING), notes=("a note",))
     text = comparison_json(comparison)
     assert json.loads(text) == comparison.to_dict()
-    assert text.startswith('{\n  "notes": [\n    "a note"\n  ],\n  "outputs"')
+    assert text.startswith('{\n  "curves": [],\n  "environment": [],\n  "notes": [\n')
     assert '"reproduced": false' in text
 
 
