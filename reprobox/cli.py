@@ -21,8 +21,14 @@ from reprobox import __version__, bundle
 from reprobox.errors import ReproboxError
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from reprobox.build import BuiltImage
+    from reprobox.compare import Comparison
+    from reprobox.compare.tolerances import Tolerance
     from reprobox.manifest import Gpus
+    from reprobox.replay import RunRecord
+    from reprobox.variation import Variation
 
 EXIT_NOT_REPRODUCED = 3
 # Build-log lines shown only with --verbose (the spinner still shows them as they pass).
@@ -77,6 +83,7 @@ def _capture(args: argparse.Namespace, err: Console) -> int:
         env_names=tuple(args.env),
         rtol=args.rtol,
         atol=args.atol,
+        ulps=args.ulps,
     )
     captured = capture(options)
     manifest = captured.manifest()
@@ -135,24 +142,61 @@ def _do_build(args: argparse.Namespace, err: Console) -> BuiltImage:
 
 
 def _replay(args: argparse.Namespace, err: Console) -> int:
+    """Exit 0 when every replay exited 0 in time (with --repeat, all N), else 1."""
+    target, folders, succeeded = _do_replay(args, err)
+    if len(folders) > 1:
+        Console().print(_variation_table(_measure(args, target, folders)))
+    return 0 if succeeded else 1
+
+
+def _do_replay(args: argparse.Namespace,
+               err: Console) -> tuple[bundle.Bundle, list[Path], bool]:
+    """Replay (--repeat times); the bundle, the replay folders and whether all exited 0 in time."""
     from reprobox.engine import DockerEngine
-    from reprobox.replay import DEFAULT_TIMEOUT_S, read_result, replay
+    from reprobox.replay import DEFAULT_TIMEOUT_S, read_result, replay_many
 
     target = bundle.find(args.bundle)
     timeout = DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout
     # With --json, stdout carries only the JSON: the run's own output goes to stderr.
     shown = sys.stderr if getattr(args, "json", False) else sys.stdout
-    folder = replay(target, DockerEngine(), _writer(shown), timeout, args.memory,
-                    host_gpus=_host_gpus(args.cpu), cpu=args.cpu)
-    result = read_result(folder)
-    for note in result.notes:
+    folders = replay_many(target, DockerEngine(), _writer(shown), args.repeat, timeout,
+                          args.memory, host_gpus=_host_gpus(args.cpu), cpu=args.cpu)
+    results = [read_result(folder) for folder in folders]
+    for note in results[0].notes:
         err.print(f"[yellow]warning:[/] {escape(note)}", soft_wrap=True)
-    timed_out = " (timed out)" if result.timed_out else ""
-    err.print(
-        f"replay {result.replay_id}: exit code {result.exit_code}{timed_out} -> {folder}",
-        soft_wrap=True,
-    )
-    return 0 if result.exit_code == 0 and not result.timed_out else 1
+    for folder, result in zip(folders, results, strict=True):
+        timed_out = " (timed out)" if result.timed_out else ""
+        err.print(
+            f"replay {result.replay_id}: exit code {result.exit_code}{timed_out} -> {folder}",
+            soft_wrap=True,
+        )
+    return target, folders, all(r.exit_code == 0 and not r.timed_out for r in results)
+
+
+def _measure(args: argparse.Namespace, target: bundle.Bundle,
+             folders: list[Path]) -> Variation:
+    from reprobox import variation
+
+    return variation.measure(target, folders, _tolerances(args, target.path))
+
+
+def _variation_table(measured: Variation) -> Table:
+    """The replays against each other: one row per output, the run-to-run spread."""
+    from rich.table import Table
+
+    count = len(measured.replays)
+    agree = ("all identical to each other" if measured.identical_to_each_other else
+             f"{len(measured.groups)} different results "
+             f"({' + '.join(str(len(group)) for group in measured.groups)} replays)")
+    table = Table(title=f"run-to-run variation over {count} replays in one image: {agree}; "
+                  f"{measured.identical_to_original} of {count} identical to the original, "
+                  f"{measured.reproduced} of {count} reproduced", title_justify="left")
+    for column in ("output", "distinct results", "max |Δ| between replays", "worst verdict"):
+        table.add_column(column)
+    for spread in measured.outputs:
+        largest = "—" if spread.max_abs_diff is None else f"{spread.max_abs_diff:.3g}"
+        table.add_row(escape(spread.path), str(spread.distinct), largest, spread.verdict)
+    return table
 
 
 def _preflight(args: argparse.Namespace) -> None:
@@ -173,26 +217,94 @@ def _host_gpus(cpu: bool) -> Gpus:
     return Gpus(source="none") if cpu else gpu.probe(subprocess_runner, os.environ)[0]
 
 
-def _compare(args: argparse.Namespace, err: Console) -> int:
+def _compare(args: argparse.Namespace, err: Console, measured: Variation | None = None) -> int:
+    """Exit 0 when reproduced (with `run --repeat`, every replay), else 3."""
     from reprobox import report
-    from reprobox.replay import compare_replay
 
-    target = bundle.find(args.bundle)
-    replay_dir = Path(args.replay) if args.replay else None
-    _, comparison = compare_replay(target, replay_dir)
+    comparison, title = _compared(args)
     if args.json:
-        print(report.comparison_json(comparison))
+        text = report.comparison_json(comparison)
+        if measured is not None:  # one JSON document: the newest replay's, and the spread
+            text = json.dumps({**json.loads(text), "variation": measured.to_dict()}, indent=2,
+                              sort_keys=True)
+        print(text)
     else:
         Console().print(report.comparison_table(comparison))
-    return 0 if comparison.reproduced else EXIT_NOT_REPRODUCED
+        if measured is not None:
+            Console().print(_variation_table(measured))
+    if args.html:
+        from reprobox.html_report import write_html
+
+        write_html(Path(args.html), comparison, title)
+        err.print(f"HTML report -> {escape(args.html)}", soft_wrap=True)
+    every = measured is None or measured.reproduced == len(measured.replays)
+    return 0 if comparison.reproduced and every else EXIT_NOT_REPRODUCED
+
+
+def _compared(args: argparse.Namespace) -> tuple[Comparison, str]:
+    """What `compare` shows, and its title: a replay against its original, or run B against A."""
+    from reprobox.errors import UsageError
+    from reprobox.replay import compare_runs, open_run
+
+    other = getattr(args, "other", None)
+    if other is None and not _names_a_replay(args.bundle):
+        replay_dir = Path(args.replay) if args.replay else None
+        return _compared_with_original(args, bundle.find(args.bundle), replay_dir)
+    if args.replay:
+        raise UsageError("--replay picks a replay of BUNDLE; it has no use with a replay folder "
+                         "or two runs", hint="reprobox compare A B, or compare BUNDLE --replay DIR")
+    reference = open_run(args.bundle)
+    if other is None:  # a replay folder alone: against its original
+        return _compared_with_original(args, reference.bundle, reference.replay_dir)
+    second = open_run(other)
+    comparison = compare_runs(reference, second, _tolerances(args, reference.bundle.path))
+    return comparison, f"{_run_title(reference)} vs {_run_title(second)}"
+
+
+def _compared_with_original(args: argparse.Namespace, target: bundle.Bundle,
+                            replay_dir: Path | None) -> tuple[Comparison, str]:
+    from reprobox.replay import compare_replay
+
+    folder, comparison = compare_replay(target, replay_dir, _tolerances(args, target.path))
+    return comparison, f"run {target.path.name}, replay {folder.name}"
+
+
+def _names_a_replay(arg: str | None) -> bool:
+    return arg is not None and (Path(arg) / "replay.json").is_file()
+
+
+def _run_title(run: RunRecord) -> str:
+    return f"run {run.bundle.run_id}" + (f", replay {run.replay_dir.name}" if run.replay_dir
+                                         else " (original)")
+
+
+def _tolerances(args: argparse.Namespace, bundle_dir: Path) -> tuple[Tolerance, ...]:
+    """The bundle's settings.yaml rules, then --tolerance's: the last one that matches wins."""
+    from reprobox.compare.tolerances import bundle_tolerances
+
+    return (*bundle_tolerances(bundle_dir), *getattr(args, "tolerance", ()))
+
+
+def _tolerance_option(text: str) -> Tolerance:
+    """Parse --tolerance as argparse reads it, so a bad one stops `run` before it builds."""
+    from reprobox.compare.tolerances import parse_option
+    from reprobox.errors import UsageError
+
+    try:
+        return parse_option(text)
+    except UsageError as exc:
+        message = str(exc).removeprefix("--tolerance ")
+        raise argparse.ArgumentTypeError(f"{message} (hint: {exc.hint})") from None
 
 
 def _run(args: argparse.Namespace, err: Console) -> int:
+    """Shows the newest replay's comparison; with --repeat N, exit 0 only if all N reproduced."""
     _preflight(args)
     _do_build(args, err)
-    _replay(args, err)
+    target, folders, _ = _do_replay(args, err)
     args.replay = None
-    return _compare(args, err)
+    measured = _measure(args, target, folders) if len(folders) > 1 else None
+    return _compare(args, err, measured)
 
 
 def _show(args: argparse.Namespace, err: Console) -> int:
@@ -252,7 +364,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, handler, helptext in (
         ("build", _build, "build (or reuse) the pinned image of a bundle"),
         ("replay", _replay, "replay the run in its image"),
-        ("compare", _compare, "compare the newest replay with the original"),
+        ("compare", _compare, "compare a replay with its original, or any run B with A"),
         ("run", _run, "build + replay + compare"),
         ("show", _show, "show what a bundle recorded"),
     ):
@@ -308,9 +420,17 @@ def _add_capture(verbs: argparse._SubParsersAction) -> None:  # type: ignore[typ
     )
     sub.add_argument("--rtol", type=float, default=1e-7, help="relative tolerance for outputs")
     sub.add_argument("--atol", type=float, default=0.0, help="absolute tolerance for outputs")
+    sub.add_argument("--ulps", type=_whole_number, default=None,
+                     help="float outputs this many units in the last place apart also agree")
     sub.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     _common(sub)
     sub.set_defaults(handler=_capture)
+
+
+def _whole_number(text: str) -> int:
+    if not (text.strip().isascii() and text.strip().isdigit()):
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, got {text!r}")
+    return int(text)
 
 
 def _add_base(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -330,7 +450,10 @@ def _add_bundle_verb(
     helptext: str,
 ) -> None:
     sub = verbs.add_parser(name, help=helptext)
-    sub.add_argument("bundle", nargs="?", help="bundle folder or run id (default: the newest)")
+    if name == "compare":
+        _add_compared_runs(sub)
+    else:
+        sub.add_argument("bundle", nargs="?", help="bundle folder or run id (default: the newest)")
     if name in ("build", "run"):
         sub.add_argument("--base-image", help="build on this local image")
         sub.add_argument("-v", "--verbose", action="store_true", help="show the whole build log")
@@ -344,12 +467,38 @@ def _add_bundle_verb(
         sub.add_argument("--memory", help="memory limit for the replay, e.g. 8g (default: none)")
         sub.add_argument("--cpu", action="store_true",
                          help="replay a GPU run on the CPU; outputs are judged by tolerance")
+        sub.add_argument("--repeat", type=_replay_count, default=1, metavar="N",
+                         help="replay N times in the same image and report how the replays "
+                         "differ from each other (exit code: over all N)")
     if name in ("compare", "run", "show"):
         sub.add_argument("--json", action="store_true", help="machine-readable output")
+    if name in ("compare", "run"):
+        sub.add_argument("--tolerance", action="append", default=[], type=_tolerance_option,
+                         metavar="GLOB:KEY=V,...",
+                         help="tolerance for the outputs matching GLOB, e.g. "
+                         "'out/*.npy:rtol=1e-5,atol=0,ulps=4' (repeatable; the last match wins; "
+                         "also read from <bundle>/settings.yaml)")
+        sub.add_argument("--html", metavar="FILE",
+                         help="also write the comparison as one self-contained HTML page")
     if name == "compare":
         sub.add_argument("--replay", help="the replay folder to compare (default: the newest)")
     _common(sub)
     sub.set_defaults(handler=handler)
+
+
+def _add_compared_runs(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("bundle", nargs="?", metavar="A",
+                     help="a bundle (folder or run id) or a replay folder "
+                     "(.reprobox/runs/<run-id>/replays/<replay-id>); default: the newest bundle")
+    sub.add_argument("other", nargs="?", metavar="B",
+                     help="another run (bundle or replay folder) to compare with A, by A's "
+                     "outputs and tolerances (default: A's newest replay, or A's original)")
+
+
+def _replay_count(text: str) -> int:
+    if not (text.strip().isascii() and text.strip().isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of replays ≥ 1, got {text!r}")
+    return int(text)
 
 
 def _add_doctor(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -1,16 +1,34 @@
-"""Atomic file writes and streaming digests: the only way reprobox puts bytes on disk."""
+"""Atomic file writes and streaming digests: the only way reprobox puts bytes on disk.
+
+Two digests, for two jobs. SHA-256 is for fixity: what the manifest records and archives carry,
+checked against files that may have been tampered with. xxh3-128 (`fast_digest`) is for telling
+whether two files reprobox just read hold the same bytes: ~20x faster here, and its 128 bits
+make an accidental collision as unlikely as SHA-256's for that job (it is not a defence against
+someone crafting one, which nothing compared on one machine needs).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
+import mmap
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import xxhash
 
 _CHUNK = 1 << 20
+FAST_HASH = "xxh3-128"
+_FAST_CHUNK = 1 << 22
+_WHOLE_READ = 4 << 20  # smaller files are read in one call: cheaper than mapping them
+_OWN_THREAD = 16 << 20  # larger files are worth a thread of their own
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
@@ -59,3 +77,53 @@ def sha256_file(path: Path) -> str:
 def sha256_bytes(data: bytes) -> str:
     """Return the hex SHA-256 of `data`."""
     return hashlib.sha256(data).hexdigest()
+
+
+def fast_digest(path: Path) -> str:
+    """The hex xxh3-128 of a file: for "same bytes?" checks, never for a recorded digest."""
+    import xxhash  # imported here: `reprobox capture` never pays for it
+
+    with path.open("rb", buffering=0) as handle:
+        if os.fstat(handle.fileno()).st_size < _WHOLE_READ:  # /proc files say 0: read them too
+            return xxhash.xxh3_128(handle.read()).hexdigest()
+        digest = xxhash.xxh3_128()
+        try:  # mapped, a large file is hashed where the page cache holds it, with no copy
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                digest.update(mapped)
+        except (ValueError, OSError):  # not mappable (a pipe, some file systems): read it
+            _update_from(handle, digest)
+    return digest.hexdigest()
+
+
+def _update_from(handle: io.RawIOBase, digest: xxhash.xxh3_128) -> None:
+    buffer = bytearray(_FAST_CHUNK)
+    view = memoryview(buffer)
+    while size := handle.readinto(buffer):
+        digest.update(view[:size])
+
+
+def fast_digests(paths: Iterable[Path], workers: int | None = None) -> dict[Path, str]:
+    """`fast_digest` of many files, in the order given; large files each on a thread of their own.
+
+    xxhash lets go of the GIL, so large files hash side by side while this thread does the
+    small ones (threads cost more than a small file takes).
+    """
+    unique = list(dict.fromkeys(paths))
+    large = [path for path in unique if path.stat().st_size >= _OWN_THREAD]
+    count = min(workers or os.cpu_count() or 1, len(large))
+    if count <= 1:
+        return {path: fast_digest(path) for path in unique}
+    with ThreadPoolExecutor(max_workers=count, thread_name_prefix="reprobox-hash") as pool:
+        pending = {path: pool.submit(fast_digest, path) for path in large}
+        done = {path: fast_digest(path) for path in unique if path not in pending}
+        return {path: done[path] if path in done else pending[path].result() for path in unique}
+
+
+def same_content(a: Path, b: Path) -> bool:
+    """True when two files hold the same bytes: sizes first, then both fast digests at once."""
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    if os.path.samefile(a, b):
+        return True
+    digests = fast_digests((a, b))
+    return digests[a] == digests[b]

@@ -1,7 +1,9 @@
 """Replay a bundle's command in its image, hardened and seeded, and collect what it wrote.
 
-Each replay lands in `replays/<replay-id>/` (outputs, logs, replay.json, comparison.json),
-staged and renamed into place only when complete.
+Each replay lands in `replays/<replay-id>/` (outputs, logs, replay.json, environment.json,
+comparison.json), staged and renamed into place only when complete. `environment.json` is what
+the replay ran on, recorded from inside a container made like the replay's; comparisons weigh it
+against the other run's to say which difference most likely explains a different result.
 """
 
 from __future__ import annotations
@@ -12,20 +14,35 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from typing import Any
 
-from reprobox import preflight, render, seeding
+from reprobox import bundle as bundle_io
+from reprobox import envdiff, preflight, render, seeding
 from reprobox.build import BuiltImage, read_built
 from reprobox.bundle import Bundle
 from reprobox.compare import Comparison, combine, compare, compare_file
+from reprobox.compare.tolerances import Tolerance
 from reprobox.engine import ContainerSpec, Engine, Mount
-from reprobox.errors import BundleError, ReplayError
+from reprobox.errors import (
+    BundleError,
+    ProbeUnavailable,
+    ReplayError,
+    ReproboxError,
+    UsageError,
+)
 from reprobox.fileio import atomic_write, sha256_file, staged_dir
 from reprobox.manifest import SECRET_MASK, Gpus, Manifest, Output, Scalar
 
 STATE_DIR = ".reprobox-state"
+ENVIRONMENT_FILE = "environment.json"
+PROBE_DIR = "/opt/reprobox/probe"  # where the probe scripts are mounted, read-only
+PROBE_TIMEOUT_S = 120.0
+# A reference output whose digest is not known (a replay's): never equal to a file's sha256, so
+# the comparison goes on to the reference's bytes, which are at hand.
+_DIGEST_UNKNOWN = ""
 DEFAULT_TIMEOUT_S = 6 * 3600.0
 # What "within tolerance" means where bitwise equality cannot be expected (another GPU, the CPU);
 # an output captured with looser tolerances keeps them.
@@ -68,6 +85,27 @@ def replay(
     `host_gpus` is what this host has (the GPU probe's answer); `cpu` replays a GPU run on
     the CPU. The preflight runs before the image is even looked at.
     """
+    return replay_many(bundle, engine, on_output, 1, timeout_s, memory, host_gpus, cpu)[0]
+
+
+def replay_many(
+    bundle: Bundle,
+    engine: Engine,
+    on_output: Callable[[bytes], None],
+    count: int,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    memory: str | None = None,
+    host_gpus: Gpus = NO_GPU,
+    cpu: bool = False,
+) -> list[Path]:
+    """`count` replays in the same image, one after another; their folders, oldest first.
+
+    The environment is probed once, before the first (the image and the host are the same for
+    all); each replay's environment.json adds the state its own run ended in.
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise UsageError(f"--repeat {count!r}: the number of replays must be at least 1",
+                         hint="--repeat 2 or more measures run-to-run variation")
     manifest = bundle.manifest()
     engine.ping()
     plan_ahead(manifest, engine, host_gpus, cpu)  # refuse before looking for the image
@@ -82,13 +120,72 @@ def replay(
                           plan)
     fetch = [f"{render.PROJECT_DIR}/{o.path}" for o in manifest.outputs]
     fetch.append(f"{render.PROJECT_DIR}/{STATE_DIR}")
+    how = _Replaying(spec, fetch, plan, host_gpus, _probe_environment(engine, spec))
+    return [_replay_once(bundle, engine, how, on_output) for _ in range(count)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Replaying:
+    """What every replay of one `replay_many` shares."""
+
+    spec: ContainerSpec
+    fetch: list[str]
+    plan: preflight.Preflight
+    host_gpus: Gpus
+    probed: Mapping[str, Any] | str  # the container probe's report, or why there is none
+
+
+def _replay_once(bundle: Bundle, engine: Engine, how: _Replaying,
+                 on_output: Callable[[bytes], None]) -> Path:
     final = bundle.replays_dir / _replay_id()
     with staged_dir(final) as staging:
-        result = _run(engine, spec, fetch, staging, on_output, final.name, built.tag)
-        result = replace(result, gpus=plan.gpus, expect_tolerance=plan.expect_tolerance,
-                         notes=list(plan.notes))
+        result = _run(engine, how.spec, how.fetch, staging, on_output, final.name, how.spec.image)
+        result = replace(result, gpus=how.plan.gpus, expect_tolerance=how.plan.expect_tolerance,
+                         notes=list(how.plan.notes))
+        environment = _environment(how.probed, result, how.host_gpus)
         atomic_write(staging / "replay.json", result.to_json())
+        atomic_write(staging / ENVIRONMENT_FILE, environment.to_json())
     return final
+
+
+def _probe_environment(engine: Engine, spec: ContainerSpec) -> Mapping[str, Any] | str:
+    """The container probe's report, or why there is none: a replay goes on without it.
+
+    It runs in a container made like the replay's (image, env, limits, GPUs), with the probe
+    scripts mounted read-only: the image needs nothing of its own for it.
+    """
+    mounts = tuple(Mount(str(path), f"{PROBE_DIR}/{path.name}", read_only=True)
+                   for path in envdiff.PROBE_SCRIPTS)
+    probe = replace(spec, argv=envdiff.probe_command(PROBE_DIR), mounts=mounts,
+                    writable_dir=None, workdir="/tmp", timeout_s=PROBE_TIMEOUT_S)
+    printed: list[bytes] = []
+    try:
+        outcome = engine.run(probe, printed.append)
+    except ReproboxError as exc:
+        return f"the environment probe could not run: {exc}"
+    if outcome.exit_code != 0 or outcome.timed_out:
+        said = _last_line(outcome.stderr or b"".join(printed))
+        return f"the environment probe failed (exit {outcome.exit_code}): {said[:200]}"
+    try:
+        report = json.loads(_last_line(outcome.stdout or b"".join(printed)))
+    except ValueError:
+        report = None
+    return report if isinstance(report, dict) else "the environment probe printed no report"
+
+
+def _last_line(output: bytes) -> str:
+    lines = output.decode("utf-8", "replace").strip().splitlines()
+    return lines[-1] if lines else "no output"
+
+
+def _environment(probed: Mapping[str, Any] | str, result: ReplayResult,
+                 host_gpus: Gpus) -> envdiff.Environment:
+    if isinstance(probed, str):
+        return envdiff.of_state(result.state, probed)
+    try:
+        return envdiff.from_probe(probed, result.state, result.gpus, host_gpus)
+    except ProbeUnavailable as exc:
+        return envdiff.of_state(result.state, f"the environment probe: {exc}")
 
 
 def plan_ahead(manifest: Manifest, engine: Engine, host_gpus: Gpus, cpu: bool,
@@ -183,7 +280,9 @@ def _check_readable(path: Path) -> None:
 
 
 def _replay_id() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
+    """Time to the millisecond, so that replays made in one second still sort in order."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
 
 
 def _run(
@@ -236,30 +335,148 @@ def read_result(replay_dir: Path) -> ReplayResult:
         ) from None
 
 
-def compare_replay(bundle: Bundle, replay_dir: Path | None = None) -> tuple[Path, Comparison]:
-    """Compare a replay (default: the newest) with the original; writes comparison.json."""
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One side of a comparison: a bundle's original run, or one of its replays."""
+
+    bundle: Bundle
+    replay_dir: Path | None  # None: the original run
+    exit_code: int
+    timed_out: bool = False
+    state: Mapping[str, Scalar] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # a replay's preflight notes
+    expect_tolerance: bool = False
+    gpus: bool = False
+
+    @property
+    def name(self) -> str:
+        return "original" if self.replay_dir is None else f"replay {self.replay_dir.name}"
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.bundle.outputs_dir if self.replay_dir is None else self.replay_dir / "outputs"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.bundle.logs_dir if self.replay_dir is None else self.replay_dir / "logs"
+
+
+def original_run(bundle: Bundle) -> RunRecord:
+    """The run a bundle captured."""
     manifest = bundle.manifest()
-    replays = bundle.replays()
+    return RunRecord(bundle, None, manifest.run.exit_code, state=manifest.determinism.state)
+
+
+def replay_run(bundle: Bundle, replay_dir: Path) -> RunRecord:
+    """One replay of `bundle`, from its replay.json."""
+    result = read_result(replay_dir)
+    return RunRecord(bundle, replay_dir, result.exit_code, result.timed_out, result.state,
+                     tuple(result.notes), result.expect_tolerance, result.gpus)
+
+
+def open_run(arg: str, cwd: Path | None = None) -> RunRecord:
+    """A run named on the command line: a replay folder, or a bundle (folder or run id)."""
+    path = (cwd or Path.cwd()) / arg
+    if (path / "replay.json").is_file():
+        folder = path.resolve()
+        owner = folder.parent.parent
+        if folder.parent.name != "replays" or not (owner / "manifest.yaml").is_file():
+            raise BundleError(f"{arg}: a replay folder outside its bundle",
+                              hint="replays are compared where they are: "
+                              ".reprobox/runs/<run-id>/replays/<replay-id>")
+        return replay_run(Bundle(owner), folder)
+    try:
+        return original_run(bundle_io.find(arg, cwd))
+    except BundleError:
+        raise BundleError(f"{arg}: neither a bundle nor a replay folder",
+                          hint="name a run (.reprobox/runs/<run-id> or its id) or a replay "
+                          "(.reprobox/runs/<run-id>/replays/<replay-id>)") from None
+
+
+def compare_replay(bundle: Bundle, replay_dir: Path | None = None,
+                   tolerances: Sequence[Tolerance] = ()) -> tuple[Path, Comparison]:
+    """Compare a replay (default: the newest) with the original; writes comparison.json.
+    `tolerances` (by glob) replace the recorded tolerances of the outputs they match."""
     if replay_dir is None:
+        replays = bundle.replays()
         if not replays:
             raise BundleError(f"{bundle.path}: no replays yet", hint="run `reprobox replay` first")
         replay_dir = replays[-1]
-    result = read_result(replay_dir)
-    notes = _notes(manifest, bundle, result)
-    outputs = manifest.outputs
-    if result.expect_tolerance:
+    comparison = compare_runs(original_run(bundle), replay_run(bundle, replay_dir), tolerances)
+    atomic_write(replay_dir / "comparison.json", comparison.to_json() + "\n")
+    return replay_dir, comparison
+
+
+def compare_runs(reference: RunRecord, other: RunRecord,
+                 tolerances: Sequence[Tolerance] = ()) -> Comparison:
+    """Compare run `other` with run `reference`: the reference's outputs are the expected ones,
+    judged by the tolerances its bundle recorded (or `tolerances`, by glob, where they match).
+
+    Either may be the original or a replay, of the same bundle or not. Writes nothing.
+    """
+    manifest = reference.bundle.manifest()
+    environments = (environment_of(reference), environment_of(other))
+    unmatched = _unmatched(reference, other, manifest)
+    notes = [*_notes(reference, other), *_record_notes(reference, other, environments, unmatched)]
+    outputs = _reference_outputs(reference, manifest)
+    if _loosened(reference, other):
         outputs = tuple(_cross_device(output) for output in outputs)
         notes.append(f"judged within rtol={CROSS_DEVICE_RTOL:g}, atol={CROSS_DEVICE_ATOL:g} "
                      "(or the output's own, if looser), not bitwise")
-    if outputs:
-        comparison = compare(bundle.outputs_dir, replay_dir / "outputs", outputs, notes)
+    if manifest.outputs:
+        comparison = compare(reference.outputs_dir, other.outputs_dir, outputs, notes,
+                             tolerances)
     else:
-        comparison = _compare_stdout(bundle, replay_dir, notes)
-    if result.timed_out or result.exit_code != manifest.run.exit_code:
-        # A run that ended otherwise did not reproduce, whatever files it left behind.
+        comparison = _compare_stdout(reference, other, notes)
+    ended_otherwise = other.timed_out or reference.timed_out or (
+        other.exit_code != reference.exit_code)
+    if ended_otherwise or unmatched:
+        # A run that ended otherwise, or wrote other files, did not reproduce.
         comparison = replace(comparison, verdict="different")
-    atomic_write(replay_dir / "comparison.json", comparison.to_json() + "\n")
-    return replay_dir, comparison
+    return comparison.with_environment(envdiff.differences(*environments))
+
+
+def environment_of(run: RunRecord) -> envdiff.Environment:
+    """What a run ran on: its manifest's record, or its replay's environment.json."""
+    if run.replay_dir is None:
+        return envdiff.of_manifest(run.bundle.manifest())
+    path = run.replay_dir / ENVIRONMENT_FILE
+    try:
+        return envdiff.Environment.from_json(path.read_text(encoding="utf-8"), str(path))
+    except FileNotFoundError:
+        return envdiff.of_state(run.state, "the replay recorded no environment.json")
+    except (OSError, BundleError) as exc:
+        return envdiff.of_state(run.state, str(exc))
+
+
+def _reference_outputs(reference: RunRecord, manifest: Manifest) -> tuple[Output, ...]:
+    """The recorded outputs; for a replay, those it wrote, known by their bytes, not a digest."""
+    if reference.replay_dir is None:
+        return manifest.outputs
+    return tuple(replace(output, sha256=_DIGEST_UNKNOWN, stored=True)
+                 for output in manifest.outputs
+                 if (reference.outputs_dir / output.path).is_file())
+
+
+def _unmatched(reference: RunRecord, other: RunRecord, manifest: Manifest) -> list[str]:
+    """Recorded outputs a reference replay did not write and the other run did."""
+    if reference.replay_dir is None:
+        return []  # the original's records stand, copy or no copy
+    return [output.path for output in manifest.outputs
+            if not (reference.outputs_dir / output.path).is_file()
+            and (other.outputs_dir / output.path).is_file()]
+
+
+def _loosened(reference: RunRecord, other: RunRecord) -> bool:
+    """Whether bitwise equality cannot be expected: one of them ran on another device.
+
+    Two replays made alike (both on the CPU, say) can still be expected to agree bit for bit.
+    """
+    if not (reference.expect_tolerance or other.expect_tolerance):
+        return False
+    both_replays = reference.replay_dir is not None and other.replay_dir is not None
+    alike = (reference.expect_tolerance, reference.gpus) == (other.expect_tolerance, other.gpus)
+    return not (both_replays and alike)
 
 
 def _cross_device(output: Output) -> Output:
@@ -267,39 +484,63 @@ def _cross_device(output: Output) -> Output:
                    atol=max(output.atol, CROSS_DEVICE_ATOL))
 
 
-def _compare_stdout(bundle: Bundle, replay_dir: Path, notes: list[str]) -> Comparison:
+def _compare_stdout(reference: RunRecord, other: RunRecord, notes: list[str]) -> Comparison:
     """With no output files, what the run printed is the only evidence: compare that."""
-    expected = bundle.logs_dir / "stdout.log"
+    expected = reference.logs_dir / "stdout.log"
     if not expected.is_file():
         return combine([], [*notes, "the run recorded no outputs and no stdout log"])
     record = Output("stdout", sha256_file(expected), expected.stat().st_size)
-    result = compare_file(expected, replay_dir / "logs" / "stdout.log", record)
+    result = compare_file(expected, other.logs_dir / "stdout.log", record)
     return combine([result], [*notes, "no output files were recorded: compared what it printed"])
 
 
-def _notes(manifest: Manifest, bundle: Bundle, result: ReplayResult) -> list[str]:
-    notes = list(result.notes)
-    if result.timed_out:
-        notes.append("the replay timed out and was stopped")
-    if result.exit_code != manifest.run.exit_code:
-        notes.append(
-            f"exit code differs: original {manifest.run.exit_code}, replay {result.exit_code}"
-        )
-    python_note = _python_note(bundle)
-    if python_note:
-        notes.append(python_note)
-    notes.extend(_state_notes(manifest.determinism.state, result.state))
+def _notes(reference: RunRecord, other: RunRecord) -> list[str]:
+    names = _names(reference, other)
+    notes = list(dict.fromkeys([*reference.notes, *other.notes]))
+    for run, name in zip((reference, other), names, strict=True):
+        if run.timed_out:
+            notes.append(f"the {name} timed out and was stopped")
+    if other.exit_code != reference.exit_code:
+        notes.append(f"exit code differs: {names[0]} {reference.exit_code}, "
+                     f"{names[1]} {other.exit_code}")
+    if (reference.replay_dir is None) != (other.replay_dir is None):
+        python_note = _python_note(reference.bundle)
+        if python_note:
+            notes.append(python_note)
+    notes.extend(_state_notes(reference.state, other.state, names))
     return notes
+
+
+def _record_notes(reference: RunRecord, other: RunRecord,
+                  environments: tuple[envdiff.Environment, envdiff.Environment],
+                  unmatched: Sequence[str]) -> list[str]:
+    """What a replay could not record of its environment, and outputs the reference lacks."""
+    notes = [note for run, environment in zip((reference, other), environments, strict=True)
+             if run.replay_dir is not None for note in environment.notes]
+    if unmatched:
+        names = _names(reference, other)
+        notes.append(f"the {names[0]} did not write {', '.join(unmatched)}; the {names[1]} did")
+    return notes
+
+
+def _names(reference: RunRecord, other: RunRecord) -> tuple[str, str]:
+    """"original" and "replay" when that says it all, else the replays' ids."""
+    if reference.replay_dir is None and other.replay_dir is not None:
+        return "original", "replay"
+    if reference.name == other.name:
+        return "first", "second"
+    return reference.name, other.name
 
 
 _VERSION_KEYS = ("numpy.version", "torch.version")  # Python: see BuiltImage.python_note
 _RNG_KEYS = {"random.state_sha256": "Python's random", "numpy.state_sha256": "numpy's global RNG"}
 
 
-def _state_notes(original: Mapping[str, Scalar], replayed: Mapping[str, Scalar]) -> list[str]:
+def _state_notes(original: Mapping[str, Scalar], replayed: Mapping[str, Scalar],
+                 names: tuple[str, str] = ("original", "replay")) -> list[str]:
     """What the shim saw differ between the two runs, in words."""
     notes = [
-        f"{key} differs: original {original.get(key)}, replay {replayed.get(key)}"
+        f"{key} differs: {names[0]} {original.get(key)}, {names[1]} {replayed.get(key)}"
         for key in _VERSION_KEYS
         if original.get(key) != replayed.get(key)
     ]

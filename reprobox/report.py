@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -12,7 +14,12 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from reprobox.compare import Comparison, OutputComparison
+from reprobox.compare import (
+    Comparison,
+    CurveComparison,
+    EnvironmentDifference,
+    OutputComparison,
+)
 from reprobox.manifest import FileRecord, Git, Manifest, Output, Package, Python, System
 
 if TYPE_CHECKING:
@@ -26,22 +33,25 @@ _VERDICT_STYLE = {
     "missing": "bold red",
     "extra": "magenta",
 }
+_LIKELIHOOD = {3: "likely", 2: "possible", 1: "unlikely"}
+_LIKELIHOOD_STYLE = {"likely": "bold red", "possible": "yellow", "unlikely": "dim"}
+# (column title, OutputComparison field) of the measures shown per output when any output has one
+_MEASURES = (("max |Δ|", "max_abs_diff"), ("max rel Δ", "max_rel_diff"),
+             ("max ULPs", "max_ulps"), ("Where", "where"))
+MAX_SAMPLES = 5  # differing values shown side by side under an output
 _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 _MAX_LISTED = 8  # files or packages shown per section before "… and N more"
 _LABEL_WIDTH = 14  # so the fields of the run, Python, system and git sections line up
 
 
 def comparison_table(comparison: Comparison) -> RenderableType:
-    """A table of every output's verdict, then the notes, then the overall verdict line."""
-    table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    table.add_column("Output", overflow="fold", ratio=2)
-    table.add_column("Kind", no_wrap=True)
-    table.add_column("Verdict", no_wrap=True)
-    table.add_column("Detail", overflow="fold", ratio=5)
-    for output in comparison.outputs:
-        table.add_row(Text(output.path), Text(output.kind), _verdict_text(output.verdict),
-                      Text(output.detail))
-    parts: list[RenderableType] = [table] if comparison.outputs else []
+    """The outputs table (samples under each differing output), the metric curves, the ranked
+    environment differences, the notes, then the overall verdict line."""
+    parts: list[RenderableType] = []
+    if comparison.outputs:
+        parts.append(_outputs_table(comparison.outputs))
+    parts += _curves_section(comparison.curves)
+    parts += _environment_section(comparison.environment)
     parts += _bullets("Notes", comparison.notes)
     parts.append(_overall_line(comparison))
     return Group(*parts)
@@ -109,14 +119,132 @@ def _findings_summary(findings: Sequence[Finding]) -> Text:
 # --- comparison pieces --------------------------------------------------------------------------
 
 
+def headline(comparison: Comparison) -> tuple[str, str]:
+    """The verdict in two words and why: ("NOT REPRODUCED", "different: 1 of 3 outputs")."""
+    return ("REPRODUCED" if comparison.reproduced else "NOT REPRODUCED",
+            _overall_reason(comparison))
+
+
+def figure(value: float | None) -> str:
+    """A number for a table cell: three significant digits; ULP counts exact up to a million."""
+    if value is None:
+        return ""
+    if isinstance(value, int) and abs(value) < 1_000_000:
+        return str(value)
+    return f"{value:.3g}"
+
+
+def step_text(step: float | None) -> str:
+    """A step as the log numbers it: 120, not 120.0; "never" when the curves never part."""
+    if step is None:
+        return "never"
+    if math.isfinite(step) and step.is_integer() and abs(step) < 1e15:
+        return str(int(step))
+    return f"{step:g}"
+
+
+def likelihood(weight: int) -> str:
+    """How likely an environment difference explains the outputs' difference, in a word."""
+    return _LIKELIHOOD.get(weight, "likely" if weight > 3 else "unlikely")
+
+
+def ranked(differences: Sequence[EnvironmentDifference]) -> list[EnvironmentDifference]:
+    """Most likely cause first; ties keep their order."""
+    return sorted(differences, key=lambda d: -d.weight)
+
+
+def split_at_difference(original: str, replay: str) -> tuple[str, str, str]:
+    """The common prefix of two printed values and what follows it in each, so a reader sees
+    at once which digits differ: ("0.12345", "678", "679")."""
+    common = os.path.commonprefix([original, replay])
+    return common, original[len(common):], replay[len(common):]
+
+
+def _outputs_table(outputs: Sequence[OutputComparison]) -> Table:
+    # Columns no output fills (a run of identical files) are left out rather than shown empty.
+    measures = [(title, name) for title, name in _MEASURES
+                if any(getattr(output, name) is not None for output in outputs)]
+    names = [name for _, name in measures]
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    table.add_column("Output", overflow="fold", ratio=2)
+    table.add_column("Kind", overflow="fold")
+    table.add_column("Verdict", no_wrap=True)
+    for title, name in measures:
+        table.add_column(title, overflow="fold", justify="left" if name == "where" else "right",
+                         ratio=1 if name == "where" else None)
+    table.add_column("Detail", overflow="fold", ratio=4)
+    for output in outputs:
+        table.add_row(Text(output.path), Text(output.kind), _verdict_text(output.verdict),
+                      *(_measure(output, name) for name in names), Text(output.detail))
+        for row in _sample_rows(output, names):
+            table.add_row(*row)
+    return table
+
+
+def _measure(output: OutputComparison, name: str) -> Text:
+    value = getattr(output, name)
+    return Text(value if isinstance(value, str) else figure(value))
+
+
+def _sample_rows(output: OutputComparison, names: Sequence[str]) -> list[list[Text]]:
+    """Rows under an output: each differing value, original vs replay, at its place; the place
+    goes in the Where column (or before the values when no output fills that column)."""
+    rows = []
+    for index, (where, original, replay) in enumerate(output.samples[:MAX_SAMPLES]):
+        common, left, right = split_at_difference(original, replay)
+        values = Text.assemble(common, (left, "bold"), " vs ", common, (right, "bold red"))
+        label = Text("  original vs replay" if index == 0 else "", style="dim")
+        cells = [Text(where) if name == "where" else Text("") for name in names]
+        if "where" not in names:
+            values = Text.assemble(f"{where}: ", values)
+        rows.append([label, Text(""), Text(""), *cells, values])
+    more = len(output.samples) - MAX_SAMPLES
+    if more > 0:
+        rows.append([Text(f"  … and {more} more", style="dim"), Text(""), Text(""),
+                     *(Text("") for _ in names), Text("")])
+    return rows
+
+
+def _curves_section(curves: Sequence[CurveComparison]) -> list[RenderableType]:
+    if not curves:
+        return []
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    table.add_column("Metric curve", overflow="fold", ratio=3)
+    table.add_column("Points", justify="right", no_wrap=True)
+    table.add_column("Parted at step", justify="right", no_wrap=True)
+    table.add_column("End gap", justify="right", no_wrap=True)
+    for curve in curves:
+        parted = Text(step_text(curve.parted_at),
+                      style="green" if curve.parted_at is None else "bold red")
+        table.add_row(Text(f"{curve.metric} ({curve.path})"), Text(str(len(curve.steps))),
+                      parted, Text(figure(curve.end_gap)))
+    return [Text("Metric curves", style="bold"), table]
+
+
+def _environment_section(differences: Sequence[EnvironmentDifference]) -> list[RenderableType]:
+    if not differences:
+        return []
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    table.add_column("Cause", no_wrap=True)
+    table.add_column("What", overflow="fold", ratio=2)
+    table.add_column("Original", overflow="fold", ratio=2)
+    table.add_column("Replay", overflow="fold", ratio=2)
+    table.add_column("Why it can change the numbers", overflow="fold", ratio=5)
+    for difference in ranked(differences):
+        word = likelihood(difference.weight)
+        table.add_row(Text(word, style=_LIKELIHOOD_STYLE.get(word, "")), Text(difference.what),
+                      Text(difference.original), Text(difference.replay), Text(difference.why))
+    return [Text("Environment differences (most likely cause first)", style="bold"), table]
+
+
 def _verdict_text(verdict: str) -> Text:
     return Text(verdict.replace("_", " "), style=_VERDICT_STYLE.get(verdict, ""))
 
 
 def _overall_line(comparison: Comparison) -> Text:
-    headline = "REPRODUCED" if comparison.reproduced else "NOT REPRODUCED"
+    words, reason = headline(comparison)
     style = "bold green" if comparison.reproduced else "bold red"
-    return Text.assemble((headline, style), f" ({_overall_reason(comparison)})")
+    return Text.assemble((words, style), f" ({reason})")
 
 
 def _overall_reason(comparison: Comparison) -> str:

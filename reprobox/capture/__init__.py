@@ -63,6 +63,7 @@ class CaptureOptions:
     env_names: tuple[str, ...] = ()  # extra environment variables to record
     rtol: float = 1e-7
     atol: float = 0.0
+    ulps: int | None = None  # float values this many units in the last place apart also agree
     cwd: Path = field(default_factory=Path.cwd)
 
 
@@ -191,7 +192,8 @@ def _outputs(session: _Session, before: dict[str, tuple[int, int]] | None) -> tu
     records = []
     for rel in sorted(paths):
         record, stored = _output_record(session, rel)
-        records.append(Output(rel, record.sha256, record.size, stored, options.rtol, options.atol))
+        records.append(Output(rel, record.sha256, record.size, stored, options.rtol, options.atol,
+                              options.ulps))
     return tuple(records)
 
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from reprobox.compare import tolerances as tolerance_rules
 from reprobox.compare.arrays import compare_npy, compare_npz
-from reprobox.compare.records import compare_json
-from reprobox.compare.result import Comparison, OutputComparison, combine
+from reprobox.compare.curves import curves_for
+from reprobox.compare.records import compare_json, compare_jsonl, compare_yaml
+from reprobox.compare.result import Comparison, CurveComparison, OutputComparison, combine
 from reprobox.compare.tally import Unparseable, byte_count
+from reprobox.compare.tensors import compare_checkpoint, compare_safetensors
 from reprobox.compare.text import compare_csv, compare_text
 from reprobox.errors import BundleError, ManifestError
 from reprobox.fileio import sha256_file
@@ -23,17 +27,31 @@ _TEXT_SUFFIXES = frozenset({
     ".jsonl", ".ndjson", ".html", ".xml", ".tex", ".py", ".sh",
 })
 _KIND_BY_SUFFIX = {".npy": "npy", ".npz": "npz", ".json": "json", ".csv": "csv", ".tsv": "csv"}
+_KIND_BY_SUFFIX |= {".yaml": "yaml", ".yml": "yaml", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_KIND_BY_SUFFIX |= {".pt": "pt", ".pth": "pt", ".ckpt": "pt", ".safetensors": "safetensors"}
 
 
 def compare(expected_dir: Path, actual_dir: Path, outputs: Sequence[Output],
-            notes: Sequence[str] = ()) -> Comparison:
-    """Compare every recorded output, then list files in `actual_dir` nobody recorded."""
+            notes: Sequence[str] = (),
+            tolerances: Sequence[tolerance_rules.Tolerance] = ()) -> Comparison:
+    """Compare every recorded output, then list files in `actual_dir` nobody recorded.
+    `tolerances` (globs) replace the recorded tolerances of the outputs they match."""
+    outputs = tolerance_rules.apply(outputs, tolerances)
     results = [compare_file(expected_dir / _relative(o.path), actual_dir / _relative(o.path), o)
                for o in outputs]
+    curves = _curves(expected_dir, actual_dir, outputs, results)
     declared = {_relative(o.path).as_posix() for o in outputs}
     results += [_extra(actual_dir, name) for name in _files_under(actual_dir)
                 if name not in declared]
-    return combine(results, notes)
+    return replace(combine(results, notes), curves=curves)
+
+
+def _curves(expected_dir: Path, actual_dir: Path, outputs: Sequence[Output],
+            results: Sequence[OutputComparison]) -> tuple[CurveComparison, ...]:
+    return tuple(curve for output, result in zip(outputs, results, strict=True)
+                 for curve in curves_for(expected_dir / _relative(output.path),
+                                         actual_dir / _relative(output.path), output,
+                                         result.verdict))
 
 
 def compare_file(expected: Path, actual: Path, output: Output) -> OutputComparison:
@@ -154,7 +172,11 @@ def _looks_like_text(*paths: Path) -> bool:
 _COMPARERS: dict[str, Callable[[Path, Path, Output], OutputComparison]] = {
     "npy": compare_npy,
     "npz": compare_npz,
+    "pt": compare_checkpoint,
+    "safetensors": compare_safetensors,
     "json": compare_json,
+    "yaml": compare_yaml,
+    "jsonl": compare_jsonl,
     "csv": compare_csv,
     "text": compare_text,
 }

@@ -1,4 +1,9 @@
-"""CSV/TSV tables cell by cell, and text line by line (numbers in lines as numbers)."""
+"""CSV/TSV tables cell by cell, and text line by line (numbers in lines as numbers).
+
+What changes on every run (timestamps, durations, PIDs, paths, hostnames, addresses; see
+`masks`) is masked before two differing lines or cells are compared, and so is a column whose
+header names such a field (`time`, `elapsed`, `samples_per_second`); the detail counts them.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,13 @@ import csv
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Iterator
 from itertools import zip_longest
 from pathlib import Path
 from typing import TextIO
 
+from reprobox.compare.masks import mask_both, volatile_kind, with_masked
 from reprobox.compare.result import OutputComparison
 from reprobox.compare.tally import Number, Tally, Unparseable, clip
 from reprobox.manifest import Output
@@ -24,17 +31,18 @@ _NUMBER_CELL = re.compile(
 
 def compare_csv(expected: Path, actual: Path, output: Output) -> OutputComparison:
     delimiter = "\t" if expected.suffix.lower() == ".tsv" else ","
-    tally = Tally(output.rtol, output.atol, "cells")
+    tally, masked = Tally.for_output(output, "cells"), Counter[str]()
     try:
         with open_text(expected, "") as left, open_text(actual, "") as right:
             _walk_csv(csv.reader(left, delimiter=delimiter), csv.reader(right, delimiter=delimiter),
-                      tally)
+                      tally, masked)
     except (csv.Error, UnicodeDecodeError) as exc:
         raise Unparseable(f"not readable as CSV ({clip(str(exc))})") from None
-    return tally.result(output.path, "csv")
+    return with_masked(tally.result(output.path, "csv"), masked)
 
 
-def _walk_csv(expected: Iterator[list[str]], actual: Iterator[list[str]], tally: Tally) -> None:
+def _walk_csv(expected: Iterator[list[str]], actual: Iterator[list[str]], tally: Tally,
+              masked: Counter[str]) -> None:
     header: list[str] = []
     for number, (left, right) in enumerate(zip_longest(expected, actual), start=1):
         if left is None or right is None:
@@ -47,32 +55,50 @@ def _walk_csv(expected: Iterator[list[str]], actual: Iterator[list[str]], tally:
             tally.add_exact(False, f"row {number}", f"{len(left)} cells vs {len(right)}")
             continue
         for column, (cell, other) in enumerate(zip(left, right, strict=True)):
-            name = json.dumps(header[column]) if column < len(header) else str(column + 1)
-            _tally_cell(cell, other, f"row {number}, col {name}", tally)
+            name = header[column] if column < len(header) else None
+            where = f"row {number}, col {json.dumps(name) if name else column + 1}"
+            volatile = volatile_kind(name) if name and number > 1 else None
+            _tally_cell(cell, other, where, tally, masked, volatile)
 
 
-def _tally_cell(expected: str, actual: str, where: str, tally: Tally) -> None:
+def _tally_cell(expected: str, actual: str, where: str, tally: Tally, masked: Counter[str],
+                volatile: str | None) -> None:
     if expected == actual:
         tally.add(1)
-    elif (_NUMBER_CELL.fullmatch(expected) and _NUMBER_CELL.fullmatch(actual)
-          and (pair := _number_pair(expected, actual))):
+    elif volatile:
+        masked[volatile] += 1
+        tally.add(1)
+    elif pair := number_cells(expected, actual):
         tally.add_numbers([pair], where, f"{clip(expected)} vs {clip(actual)}")
     else:
-        tally.add_exact(False, where, f"{clip(expected)!r} vs {clip(actual)!r}")
+        left, right, counts = mask_both(expected, actual)
+        if left == right:
+            masked.update(counts)
+        tally.add_exact(left == right, where, f"{clip(expected)!r} vs {clip(actual)!r}")
+
+
+def number_cells(expected: str, actual: str) -> tuple[Number, Number] | None:
+    """Two cells (or strings) that both hold just a number, as numbers; else None."""
+    if _NUMBER_CELL.fullmatch(expected) and _NUMBER_CELL.fullmatch(actual):
+        return _number_pair(expected, actual)
+    return None
 
 
 def compare_text(expected: Path, actual: Path, output: Output) -> OutputComparison:
-    tally = Tally(output.rtol, output.atol, "lines")
+    tally, masked = Tally.for_output(output, "lines"), Counter[str]()
     try:
         with open_text(expected, None) as left, open_text(actual, None) as right:
             for number, (line, other) in enumerate(zip_longest(left, right), start=1):
-                _tally_line(line, other, f"line {number}", tally)
+                tally_line(line, other, f"line {number}", tally, masked)
     except UnicodeDecodeError:
         raise Unparseable("not valid UTF-8 text") from None
-    return tally.result(output.path, "text")
+    return with_masked(tally.result(output.path, "text"), masked)
 
 
-def _tally_line(expected: str | None, actual: str | None, where: str, tally: Tally) -> None:
+def tally_line(expected: str | None, actual: str | None, where: str, tally: Tally,
+               masked: Counter[str]) -> None:
+    """Add one pair of lines to `tally` (None: the file has no such line); count what was
+    masked in `masked` when the masks made them equal or left only numbers to compare."""
     left, right = (expected or "").rstrip(), (actual or "").rstrip()
     if left == right:
         tally.add(1)  # also a blank line at the end of one file only
@@ -82,10 +108,16 @@ def _tally_line(expected: str | None, actual: str | None, where: str, tally: Tal
         tally.add_exact(False, where, f"line missing in {side}")
         return
     reason = f"{clip(left)!r} vs {clip(right)!r}"
+    left, right, counts = mask_both(left, right)
+    if left == right:
+        masked.update(counts)
+        tally.add(1)
+        return
     pairs = _numbers_in_lines(left, right)
     if pairs is None:
         tally.add_exact(False, where, reason)
     else:
+        masked.update(counts)
         tally.add_numbers(pairs, where, reason)
 
 

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from reprobox.fileio import atomic_write, sha256_file, staged_dir
+from reprobox.fileio import (
+    atomic_write,
+    fast_digest,
+    fast_digests,
+    same_content,
+    sha256_file,
+    staged_dir,
+)
 
 
 def test_atomic_write_replaces_and_cleans_up(tmp_path: Path) -> None:
@@ -52,3 +59,70 @@ def test_sha256_file_streams(tmp_path: Path) -> None:
     data = b"x" * (3 << 20)
     (tmp_path / "big").write_bytes(data)
     assert sha256_file(tmp_path / "big") == hashlib.sha256(data).hexdigest()
+
+
+def test_fast_digest_is_xxh3_128_of_the_bytes(tmp_path: Path) -> None:
+    import xxhash
+
+    data = bytes(range(256)) * 40_000  # 10 MB: more than one read chunk
+    (tmp_path / "big").write_bytes(data)
+    (tmp_path / "empty").write_bytes(b"")  # cannot be mapped: read instead
+    assert fast_digest(tmp_path / "big") == xxhash.xxh3_128(data).hexdigest()
+    assert fast_digest(tmp_path / "empty") == xxhash.xxh3_128(b"").hexdigest()
+    assert len(fast_digest(tmp_path / "big")) == 32
+
+
+def test_fast_digest_reads_what_cannot_be_mapped() -> None:
+    import xxhash
+
+    version = Path("/proc/version")  # size 0 to stat, yet it has content
+    if not version.is_file():
+        pytest.skip("no /proc here")
+    assert fast_digest(version) == xxhash.xxh3_128(version.read_bytes()).hexdigest()
+
+
+def test_fast_digests_of_many_files_on_threads(tmp_path: Path) -> None:
+    paths = []
+    for index in range(7):
+        path = tmp_path / f"f{index}"
+        path.write_bytes(str(index % 3).encode() * 1000)
+        paths.append(path)
+    digests = fast_digests([*paths, paths[0]], workers=3)
+    assert list(digests) == paths and digests == {p: fast_digest(p) for p in paths}
+    assert len(set(digests.values())) == 3 and fast_digests([]) == {}
+
+
+def test_fast_digests_hash_large_files_side_by_side(tmp_path: Path) -> None:
+    small, large, other = tmp_path / "small", tmp_path / "large", tmp_path / "other"
+    small.write_bytes(b"s" * 100)
+    large.write_bytes(b"L" * (17 << 20))  # over the size that gets a thread of its own
+    other.write_bytes(b"O" * (17 << 20))
+    digests = fast_digests([large, small, other], workers=2)
+    assert list(digests) == [large, small, other]
+    assert digests == {path: fast_digest(path) for path in (large, small, other)}
+
+
+def test_fast_digest_reads_a_file_it_cannot_map(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import mmap
+
+    import xxhash
+
+    data = b"abc" * (3 << 20)  # 9 MiB: mapped, were it allowed
+    (tmp_path / "f").write_bytes(data)
+
+    def refuse(*_: object, **__: object) -> None:
+        raise OSError(19, "No such device")  # what mmap says on file systems without it
+
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    assert fast_digest(tmp_path / "f") == xxhash.xxh3_128(data).hexdigest()
+
+
+def test_same_content(tmp_path: Path) -> None:
+    one, same, other, longer = (tmp_path / name for name in ("one", "same", "other", "longer"))
+    one.write_bytes(b"x" * 5000 + b"a")
+    same.write_bytes(b"x" * 5000 + b"a")
+    other.write_bytes(b"x" * 5000 + b"b")  # same size, last byte differs
+    longer.write_bytes(b"x" * 5000 + b"ab")
+    assert same_content(one, same) and same_content(one, one)
+    assert not same_content(one, other) and not same_content(one, longer)

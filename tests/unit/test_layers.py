@@ -41,6 +41,8 @@ ALLOWED: dict[str, set[str]] = {
         "cuda",
     },
     "preflight": {"manifest", "errors", "cuda"},
+    # pure: two runs' environments -> ranked differences; parses the replay's probe with capture's
+    "envdiff": {"manifest", "compare", "preflight", "capture", "errors"},
     "replay": {
         "preflight",
         "manifest",
@@ -52,10 +54,13 @@ ALLOWED: dict[str, set[str]] = {
         "compare",
         "errors",
         "fileio",
+        "envdiff",
     },
+    "variation": {"replay", "bundle", "compare", "fileio"},
     "doctor": {"manifest", "bundle", "capture", "preflight", "cuda", "lock", "errors",
                "fileio"},
     "report": {"manifest", "compare", "doctor", "errors"},
+    "html_report": {"report", "compare", "errors", "fileio"},
     "cli": {"*"},
     "__init__": {"errors", "manifest"},
     "__main__": {"cli"},
@@ -64,7 +69,7 @@ THIRD_PARTY_HOMES = {
     "docker": {"engine"},
     "rich": {"report", "cli"},
     "torch": set(),
-    "jinja2": {"render"},
+    "jinja2": {"render", "html_report"},
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -10,10 +12,11 @@ import pytest
 from reprobox import replay as replay_module
 from reprobox.build import BuiltImage
 from reprobox.bundle import Bundle
-from reprobox.errors import BundleError, PreflightError, ReplayError
+from reprobox.errors import BundleError, PreflightError, ReplayError, UsageError
 from reprobox.fileio import sha256_file
 from reprobox.manifest import CudaStack, FileRecord, Gpu, Gpus, Manifest, Output
 from tests.unit.fakes import FakeEngine
+from tests.unit.scripted import STATE, ScriptedEngine, bundle_with_outputs, npy
 
 BUILT = BuiltImage("reprobox/numpy-sgd:0123", "base:1", "3.11.2", "3.11.7")
 
@@ -203,8 +206,9 @@ def test_a_gpu_run_gets_the_hosts_gpus_and_tf32_as_the_original_had_it(
         tmp_path: Path, sample_manifest: Manifest) -> None:
     bundle, engine = _gpu_bundle(tmp_path, sample_manifest)
     folder = replay_module.replay(bundle, engine, lambda chunk: None, host_gpus=H100_HOST)
-    (spec,) = engine.runs
-    assert (spec.gpu_count, spec.gpu_ids) == (1, ()) and spec.env["REPROBOX_TF32_OFF"] == "matmul"
+    probe, spec = engine.runs  # the environment probe runs first, given the same GPUs
+    assert (probe.gpu_count, spec.gpu_count, spec.gpu_ids) == (1, 1, ())
+    assert spec.env["REPROBOX_TF32_OFF"] == "matmul"
     assert spec.env["CUDA_VISIBLE_DEVICES"] == "0"
     result = replay_module.read_result(folder)
     assert (result.gpus, result.expect_tolerance, result.notes) == (True, False, [])
@@ -222,7 +226,8 @@ def test_cpu_replays_hide_the_gpus_and_are_judged_by_tolerance(
         tmp_path: Path, sample_manifest: Manifest) -> None:
     bundle, engine = _gpu_bundle(tmp_path, sample_manifest)
     folder = replay_module.replay(bundle, engine, lambda chunk: None, cpu=True)
-    (spec,) = engine.runs
+    probe, spec = engine.runs  # the environment probe runs first, without GPUs too
+    assert probe.gpu_count == 0
     assert spec.gpu_count == 0 and spec.env["CUDA_VISIBLE_DEVICES"] == ""
     result = replay_module.read_result(folder)
     assert result.expect_tolerance and "replayed on the CPU (--cpu)" in result.notes[0]
@@ -252,3 +257,171 @@ def test_tolerance_is_widened_and_said_when_equality_is_not_expected(
         comparison = replay_module.compare_replay(bundle)[1]
         assert comparison.verdict == verdict
     assert any("judged within rtol=0.0001" in note for note in comparison.notes)
+
+
+# --- the replay's own environment, repeats, and any two runs compared --------------------------
+
+
+def _scripted(tmp_path: Path, sample_manifest: Manifest, *writes: bytes,
+              **engine_options: object) -> tuple[Bundle, ScriptedEngine]:
+    bundle = bundle_with_outputs(tmp_path, sample_manifest, {"out/w.npy": npy([1.0, 2.0])})
+    engine = ScriptedEngine(images={BUILT.tag}, writes=[{"out/w.npy": w} for w in writes],
+                            **engine_options)  # type: ignore[arg-type]
+    return bundle, engine
+
+
+def test_a_replay_records_its_environment_from_a_probe_container(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
+    import platform
+
+    from reprobox.envdiff import PROBE_SCRIPTS, Environment
+
+    bundle, engine = _scripted(tmp_path, sample_manifest, npy([1.0, 2.0]))
+    folder = replay_module.replay(bundle, engine, lambda chunk: None)
+    (probe,), (spec,) = engine.probes, engine.runs
+    assert probe.argv[:3] == ("python", "-I", "/opt/reprobox/probe/container_probe.py")
+    assert {(m.source, m.read_only) for m in probe.mounts} == {
+        (str(path), True) for path in PROBE_SCRIPTS}
+    assert (probe.image, probe.env, probe.user, probe.network) == (
+        spec.image, spec.env, "1000:1000", False)
+    assert probe.writable_dir is None and probe.read_only_root and probe.workdir == "/tmp"
+    environment = Environment.from_json((folder / "environment.json").read_text(), "env")
+    assert environment.python is not None
+    assert environment.python.version == platform.python_version()
+    assert environment.state == replay_module.read_result(folder).state == STATE
+    comparison = replay_module.compare_replay(bundle)[1]
+    assert comparison.verdict == "identical"
+    cpu_model = next(d for d in comparison.environment if d.what == "CPU model")
+    assert cpu_model.original == "Test CPU" and cpu_model.weight == 2
+    weights = [d.weight for d in comparison.environment]
+    assert weights == sorted(weights, reverse=True)
+
+
+def test_a_failed_probe_is_a_note_and_the_replay_goes_on(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
+    bundle, engine = _scripted(tmp_path, sample_manifest, npy([1.0, 2.0]), probe_fails=True)
+    folder = replay_module.replay(bundle, engine, lambda chunk: None)
+    recorded = json.loads((folder / "environment.json").read_text())
+    assert recorded["notes"] == ["the environment probe failed (exit 1): Traceback: boom"]
+    comparison = replay_module.compare_replay(bundle)[1]
+    assert comparison.verdict == "identical" and comparison.environment == ()
+    assert "the environment probe failed (exit 1): Traceback: boom" in comparison.notes
+
+
+def test_an_older_replay_without_environment_json_still_compares(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
+    bundle, engine = _scripted(tmp_path, sample_manifest, npy([1.0, 2.0]))
+    folder = replay_module.replay(bundle, engine, lambda chunk: None)
+    (folder / "environment.json").unlink()
+    comparison = replay_module.compare_replay(bundle)[1]
+    assert comparison.verdict == "identical"
+    assert "the replay recorded no environment.json" in comparison.notes
+
+
+def test_repeat_replays_in_order_and_probes_once(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
+    bundle, engine = _scripted(tmp_path, sample_manifest, *[npy([1.0, 2.0])] * 3)
+    folders = replay_module.replay_many(bundle, engine, lambda chunk: None, 3)
+    assert bundle.replays() == folders and len(set(folders)) == 3
+    assert len(engine.probes) == 1 and len(engine.runs) == 3
+    assert all((folder / "environment.json").is_file() for folder in folders)
+    with pytest.raises(UsageError, match="at least 1"):
+        replay_module.replay_many(bundle, engine, lambda chunk: None, 0)
+
+
+def test_any_two_runs_compare_either_way_and_write_nothing(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
+    bundle, engine = _scripted(tmp_path, sample_manifest, npy([1.0, 2.0]), npy([1.0, 2.5]))
+    first, second = replay_module.replay_many(bundle, engine, lambda chunk: None, 2)
+    original = replay_module.original_run(bundle)
+    one, two = (replay_module.replay_run(bundle, folder) for folder in (first, second))
+    assert replay_module.compare_runs(one, two).outputs[0].max_abs_diff == 0.5
+    assert replay_module.compare_runs(two, one).outputs[0].verdict == "different"
+    assert replay_module.compare_runs(one, original).verdict == "identical"  # by its bytes
+    assert replay_module.compare_runs(two, original).outputs[0].max_abs_diff == 0.5
+    assert replay_module.compare_runs(original, two).verdict == "different"
+    assert not list(tmp_path.rglob("comparison.json"))
+
+
+def test_two_replays_name_each_other_in_the_notes(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
+    bundle, engine = _scripted(tmp_path, sample_manifest, npy([1.0, 2.0]), npy([1.0, 2.0]),
+                               exit_codes=[0, 1])
+    first, second = replay_module.replay_many(bundle, engine, lambda chunk: None, 2)
+    comparison = replay_module.compare_runs(replay_module.replay_run(bundle, first),
+                                            replay_module.replay_run(bundle, second))
+    assert comparison.verdict == "different"
+    assert f"exit code differs: replay {first.name} 0, replay {second.name} 1" in comparison.notes
+
+
+def test_runs_are_opened_from_what_the_command_line_names(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
+    bundle, engine = _scripted(tmp_path, sample_manifest, npy([1.0, 2.0]))
+    folder = replay_module.replay(bundle, engine, lambda chunk: None)
+    assert replay_module.open_run(str(bundle.path)).replay_dir is None
+    assert replay_module.open_run("r1", cwd=tmp_path).bundle.path == bundle.path
+    opened = replay_module.open_run(str(folder))
+    assert (opened.replay_dir, opened.bundle.path) == (folder, bundle.path)
+    with pytest.raises(BundleError, match="nosuch: neither a bundle nor a replay folder"):
+        replay_module.open_run("nosuch", cwd=tmp_path)
+    stray = tmp_path / "elsewhere"
+    shutil.copytree(folder, stray)
+    with pytest.raises(BundleError, match="a replay folder outside its bundle"):
+        replay_module.open_run(str(stray))
+
+
+def test_replays_made_alike_are_held_to_bits_against_each_other(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
+    from reprobox.replay import ReplayResult
+
+    bundle, engine = _scripted(tmp_path, sample_manifest, npy([1.0, 2.0]),
+                               npy([1.0, 2.0 * (1 + 2e-6)]))
+    folders = replay_module.replay_many(bundle, engine, lambda chunk: None, 2)
+    for folder in folders:  # both replayed on the CPU, say
+        result = replace(replay_module.read_result(folder), expect_tolerance=True)
+        (folder / "replay.json").write_text(ReplayResult.to_json(result))
+    one, two = (replay_module.replay_run(bundle, folder) for folder in folders)
+    assert replay_module.compare_runs(one, two).verdict == "different"
+    original = replay_module.original_run(bundle)
+    assert replay_module.compare_runs(original, two).verdict == "within_tolerance"
+
+
+def test_variation_groups_identical_replays_and_measures_the_spread(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
+    from reprobox import variation
+
+    same, other = npy([1.0, 2.0]), npy([1.0, 2.25])
+    bundle, engine = _scripted(tmp_path, sample_manifest, same, other, same)
+    folders = replay_module.replay_many(bundle, engine, lambda chunk: None, 3)
+    measured = variation.measure(bundle, folders)
+    assert measured.groups == ((folders[0].name, folders[2].name), (folders[1].name,))
+    assert measured.verdicts == ("identical", "different", "identical")
+    assert (measured.identical_to_original, measured.reproduced) == (2, 2)
+    (spread,) = measured.outputs
+    assert (spread.path, spread.distinct, spread.verdict, spread.max_abs_diff) == (
+        "out/w.npy", 2, "different", 0.25)
+    assert all((folder / "comparison.json").is_file() for folder in folders)
+    assert json.loads(measured.to_json())["verdicts"][folders[1].name] == "different"
+
+
+def test_variation_of_identical_replays(tmp_path: Path, sample_manifest: Manifest) -> None:
+    from reprobox import variation
+
+    bundle, engine = _scripted(tmp_path, sample_manifest, *[npy([1.0, 2.0])] * 2)
+    measured = variation.measure(
+        bundle, replay_module.replay_many(bundle, engine, lambda chunk: None, 2))
+    assert measured.identical_to_each_other and measured.identical_to_original == 2
+    assert [(o.distinct, o.verdict, o.max_abs_diff) for o in measured.outputs] == [
+        (1, "identical", 0.0)]
+
+
+def test_a_reference_replay_that_wrote_less_did_not_match(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
+    bundle, engine = _scripted(tmp_path, sample_manifest, npy([1.0, 2.0]))
+    engine.writes.insert(0, {})  # the first replay wrote nothing
+    first, second = replay_module.replay_many(bundle, engine, lambda chunk: None, 2)
+    comparison = replay_module.compare_runs(replay_module.replay_run(bundle, first),
+                                            replay_module.replay_run(bundle, second))
+    assert comparison.verdict == "different"
+    assert (f"the replay {first.name} did not write out/w.npy; the replay {second.name} did"
+            in comparison.notes)

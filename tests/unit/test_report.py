@@ -5,12 +5,32 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
+from pathlib import Path
 
+import jsonschema
+import numpy as np
 from rich.console import Console, RenderableType
 
-from reprobox.compare import Comparison, OutputComparison
+from reprobox.compare import (
+    Comparison,
+    CurveComparison,
+    EnvironmentDifference,
+    OutputComparison,
+    compare,
+)
+from reprobox.fileio import sha256_file
 from reprobox.manifest import Blas, FileRecord, Git, Manifest, Output, Package
-from reprobox.report import comparison_json, comparison_table, manifest_summary
+from reprobox.report import (
+    comparison_json,
+    comparison_table,
+    figure,
+    likelihood,
+    manifest_summary,
+    split_at_difference,
+    step_text,
+)
+from tests.report_samples import sample_comparison
 
 
 def _render(renderable: RenderableType, **console: object) -> str:
@@ -49,7 +69,7 @@ def test_within_tolerance_is_reproduced_and_counted() -> None:
 def test_different_counts_missing_outputs_and_extra_files() -> None:
     comparison = Comparison("different", (IDENTICAL, DIFFERENT, MISSING, EXTRA),
                             notes=("numpy 2.1.3 in the original, 2.0.0 in the replay",))
-    text = _render(comparison_table(comparison))
+    text = _render(comparison_table(comparison), width=200)  # wide enough not to fold details
     lines = text.rstrip().splitlines()
     assert lines[-1] == "NOT REPRODUCED (different: 2 of 3 outputs, 1 missing; 1 extra file)"
     assert lines[-3:-1] == ["Notes", "  - numpy 2.1.3 in the original, 2.0.0 in the replay"]
@@ -147,3 +167,166 @@ def test_manifest_summary_shows_the_gpus_and_the_cuda_stack() -> None:
     assert "1× NVIDIA H100 80GB HBM3 (9.0), driver 580.159.04, CUDA 13.0 (via nvml)" in text
     assert "2.11.0+cu130, CUDA 13.0, cuDNN 91900" in text
     assert "not probed" in _render(manifest_summary(manifest_io.read(data / "numpy-sgd.yaml")))
+
+
+# --- measures, samples, curves and environment in the terminal ---------------------------------
+
+
+def test_measure_columns_appear_only_when_some_output_has_them() -> None:
+    plain = _render(comparison_table(Comparison("identical", (IDENTICAL,))))
+    assert "max |Δ|" not in plain and "Where" not in plain
+    text = _render(comparison_table(sample_comparison()), width=200)
+    header = text.splitlines()[0]
+    for title in ("Output", "Kind", "Verdict", "max |Δ|", "max rel Δ", "max ULPs", "Where",
+                  "Detail"):
+        assert title in header, title
+    row = next(line for line in text.splitlines() if line.startswith("out/predictions.npy"))
+    assert [cell.strip() for cell in row.split("│")[3:7]] == ["0.0312", "0.0844", "2.83e+06",
+                                                              "[17]"]
+    row = next(line for line in text.splitlines() if line.startswith("ckpt/model.pt"))
+    assert [cell.strip() for cell in row.split("│")[3:7]] == ["5.96e-08", "1.19e-07", "1",
+                                                              "fc.weight[3, 7]"]
+
+
+def test_samples_sit_under_their_output_original_vs_replay_at_their_place() -> None:
+    lines = _render(comparison_table(sample_comparison()), width=200).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("out/predictions.npy"))
+    under = [[cell.strip() for cell in line.split("│")] for line in lines[start + 1:start + 7]]
+    assert under[0][0] == "original vs replay"
+    assert [(row[6], row[7]) for row in under[:5]] == [
+        ("[17]", "0.36962891 vs 0.40087891"), ("[18]", "0.7421875 vs 0.7265625"),
+        ("[40]", "nan vs 0.0"), ("[41]", "1.0 vs 1.0078125"), ("[55]", "-0.25 vs -0.2578125")]
+    assert under[5][0] == "… and 2 more"
+    assert "<script>" not in "\n".join(lines)  # the 7th sample is past the first five
+
+
+def test_sample_digits_that_differ_are_highlighted() -> None:
+    text = _render(comparison_table(sample_comparison()), width=200, color_system="standard",
+                   force_terminal=True)
+    assert "0.7\x1b[1m421875\x1b[0m vs 0.7\x1b[1;31m265625\x1b[0m" in text
+
+
+def test_samples_name_their_place_when_no_output_has_a_where() -> None:
+    output = OutputComparison("log.txt", "different", "text", "2 of 9 lines differ",
+                              samples=(("line 4", "loss 0.25", "loss 0.26"),))
+    text = _render(comparison_table(Comparison("different", (output,))), width=200)
+    assert "line 4: loss 0.25 vs loss 0.26" in text
+
+
+def test_metric_curves_say_where_they_part_and_how_far_apart_they_end() -> None:
+    text = _render(comparison_table(sample_comparison()), width=200)
+    lines = text.splitlines()
+    start = lines.index("Metric curves")
+    rows = [[cell.strip() for cell in line.split("│")] for line in lines[start + 3:start + 5]]
+    assert rows == [["loss (logs/metrics.jsonl)", "200", "120", "0.158"],
+                    ["accuracy (logs/eval.csv)", "21", "never", "0"]]
+
+
+def test_environment_differences_are_ranked_most_likely_first_with_why() -> None:
+    text = _render(comparison_table(sample_comparison()), width=200)
+    lines = text.splitlines()
+    start = lines.index("Environment differences (most likely cause first)")
+    rows = [[cell.strip() for cell in line.split("│")] for line in lines[start + 3:start + 7]]
+    assert [(row[0], row[1]) for row in rows] == [
+        ("likely", "torch"), ("likely", "GPU model"), ("possible", "OMP_NUM_THREADS"),
+        ("unlikely", "hostname")]
+    assert rows[0][2:] == ["2.3.1+cu121", "2.4.0+cu121",
+                           "kernels and their defaults change between releases"]
+    assert lines[-1].startswith("NOT REPRODUCED")
+
+
+def test_sections_are_left_out_when_empty() -> None:
+    text = _render(comparison_table(Comparison("different", (DIFFERENT,))))
+    assert "Metric curves" not in text and "Environment" not in text
+
+
+def test_figures_steps_and_likelihoods_read_as_a_person_writes_them() -> None:
+    assert [figure(v) for v in (None, 1, 999_999, 2_831_155, 5.96e-08, 0.0312, math.inf,
+                                math.nan)] == ["", "1", "999999", "2.83e+06", "5.96e-08",
+                                               "0.0312", "inf", "nan"]
+    assert [step_text(v) for v in (None, 120.0, 0.5, 1e20, -math.inf)] == [
+        "never", "120", "0.5", "1e+20", "-inf"]
+    assert [likelihood(w) for w in (3, 2, 1, 5, 0)] == [
+        "likely", "possible", "unlikely", "likely", "unlikely"]
+    assert split_at_difference("0.12345678", "0.12345679") == ("0.1234567", "8", "9")
+    assert split_at_difference("nan", "0.0") == ("", "nan", "0.0")
+
+
+# --- compare --json against docs/comparison.schema.json -----------------------------------------
+
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "comparison.schema.json")
+                    .read_text())
+
+
+def _schema_errors(document: object) -> list[str]:
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(document)]
+
+
+def _real_comparison(tmp_path: Path) -> Comparison:
+    """compare() on real files of each kind it reads: arrays, JSON, a CSV, a metric log, a
+    missing output and an extra file."""
+    original, replay = tmp_path / "original", tmp_path / "replay"
+    for folder, drift in ((original, 0.0), (replay, 1e-3)):
+        (folder / "out").mkdir(parents=True)
+        np.save(folder / "out" / "w.npy", np.linspace(0, 1, 64, dtype=np.float32) + drift)
+        (folder / "out" / "metrics.json").write_text(json.dumps({"acc": 0.9 + drift}))
+        (folder / "out" / "table.csv").write_text(f"step,loss\n0,1.0\n1,{0.5 + drift}\n")
+        (folder / "out" / "log.jsonl").write_text("".join(
+            json.dumps({"step": s, "loss": 1 / (s + 1) + (drift if s > 5 else 0)}) + "\n"
+            for s in range(10)))
+    (original / "out" / "gone.txt").write_text("only in the original\n")
+    (replay / "out" / "new.txt").write_text("only in the replay\n")
+    records = [Output(f"out/{name}", sha256_file(original / "out" / name),
+                      (original / "out" / name).stat().st_size)
+               for name in ("w.npy", "metrics.json", "table.csv", "log.jsonl", "gone.txt")]
+    return compare(original, replay, records, ["a note"])
+
+
+def test_the_schema_is_valid_draft_2020_12() -> None:
+    assert SCHEMA["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+
+
+def test_real_comparisons_match_the_schema(tmp_path: Path) -> None:
+    real = _real_comparison(tmp_path)
+    assert {o.verdict for o in real.outputs} >= {"different", "missing", "extra"}
+    # compare fills the newer parts itself: samples, ULPs and the curve of the metric log
+    assert any(o.samples for o in real.outputs) and any(o.max_ulps for o in real.outputs)
+    assert "out/log.jsonl" in {curve.path for curve in real.curves}
+    for comparison in (real, sample_comparison(), Comparison("identical", ())):
+        assert _schema_errors(json.loads(comparison_json(comparison))) == []
+
+
+def test_non_finite_floats_match_the_schema_as_strings() -> None:
+    output = OutputComparison("w.npy", "different", "npy", "nan in the replay", math.inf,
+                              math.nan, "[0]", 1, 1)
+    curve = CurveComparison("log.jsonl", "loss", (0.0, 1.0), (1.0, 0.5), (1.0, math.nan),
+                            parted_at=1.0, end_gap=math.nan)
+    document = json.loads(comparison_json(Comparison("different", (output,), curves=(curve,))))
+    assert document["outputs"][0]["max_abs_diff"] == "inf"
+    assert _schema_errors(document) == []
+
+
+def test_the_schema_rejects_what_reprobox_never_writes() -> None:
+    good = json.loads(comparison_json(sample_comparison()))
+    broken = [
+        {**good, "verdict": "close"},
+        {**good, "surprise": 1},
+        {key: value for key, value in good.items() if key != "curves"},
+        {**good, "outputs": [{**good["outputs"][0], "max_ulps": -1}]},
+        {**good, "outputs": [{**good["outputs"][2], "samples": [["[17]", "0.1"]]}]},
+        {**good, "curves": [{**good["curves"][0], "parted_at": "soon"}]},
+        {**good, "environment": [{**good["environment"][0], "weight": 7}]},
+    ]
+    for document in broken:
+        assert _schema_errors(document), document
+
+
+def test_the_schema_names_every_field_of_the_result() -> None:
+    defs = SCHEMA["$defs"]
+    for record, name in ((OutputComparison, "output"), (CurveComparison, "curve"),
+                         (EnvironmentDifference, "environment_difference")):
+        fields = {f.name for f in dataclasses.fields(record)}
+        assert set(defs[name]["properties"]) == fields == set(defs[name]["required"]), name
+    assert set(SCHEMA["required"]) == set(Comparison("identical", ()).to_dict())
