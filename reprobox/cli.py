@@ -21,8 +21,6 @@ from reprobox import __version__, bundle
 from reprobox.errors import ReproboxError
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from reprobox.build import BuiltImage
     from reprobox.compare import Comparison
     from reprobox.compare.tolerances import Tolerance
@@ -145,7 +143,9 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
     """Exit 0 when every replay exited 0 in time (with --repeat, all N), else 1."""
     target, folders, succeeded = _do_replay(args, err)
     if len(folders) > 1:
-        Console().print(_variation_table(_measure(args, target, folders)))
+        from reprobox import report
+
+        Console().print(report.variation_table(_measure(args, target, folders)))
     return 0 if succeeded else 1
 
 
@@ -180,25 +180,6 @@ def _measure(args: argparse.Namespace, target: bundle.Bundle,
     return variation.measure(target, folders, _tolerances(args, target.path))
 
 
-def _variation_table(measured: Variation) -> Table:
-    """The replays against each other: one row per output, the run-to-run spread."""
-    from rich.table import Table
-
-    count = len(measured.replays)
-    agree = ("all identical to each other" if measured.identical_to_each_other else
-             f"{len(measured.groups)} different results "
-             f"({' + '.join(str(len(group)) for group in measured.groups)} replays)")
-    table = Table(title=f"run-to-run variation over {count} replays in one image: {agree}; "
-                  f"{measured.identical_to_original} of {count} identical to the original, "
-                  f"{measured.reproduced} of {count} reproduced", title_justify="left")
-    for column in ("output", "distinct results", "max |Δ| between replays", "worst verdict"):
-        table.add_column(column)
-    for spread in measured.outputs:
-        largest = "—" if spread.max_abs_diff is None else f"{spread.max_abs_diff:.3g}"
-        table.add_row(escape(spread.path), str(spread.distinct), largest, spread.verdict)
-    return table
-
-
 def _preflight(args: argparse.Namespace) -> None:
     """Refuse a GPU run this host cannot replay before a build that may take many minutes."""
     from reprobox.engine import DockerEngine
@@ -231,7 +212,7 @@ def _compare(args: argparse.Namespace, err: Console, measured: Variation | None 
     else:
         Console().print(report.comparison_table(comparison))
         if measured is not None:
-            Console().print(_variation_table(measured))
+            Console().print(report.variation_table(measured))
     if args.html:
         from reprobox.html_report import write_html
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from rich.console import Group, RenderableType
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -24,6 +25,7 @@ from reprobox.manifest import FileRecord, Git, Manifest, Output, Package, Python
 
 if TYPE_CHECKING:
     from reprobox.doctor import Finding
+    from reprobox.variation import Variation
 
 _VERDICT_STYLE = {
     "identical": "bold green",
@@ -429,3 +431,20 @@ def _size(size: int) -> str:
             break
         amount, unit = amount / 1024, bigger
     return f"{amount:.1f} {unit}"
+
+
+def variation_table(measured: Variation) -> Table:
+    """`--repeat N`: the replays against each other, one row per output, the run-to-run spread."""
+    count = len(measured.replays)
+    agree = ("all identical to each other" if measured.identical_to_each_other else
+             f"{len(measured.groups)} different results "
+             f"({' + '.join(str(len(group)) for group in measured.groups)} replays)")
+    table = Table(title=f"run-to-run variation over {count} replays in one image: {agree}; "
+                  f"{measured.identical_to_original} of {count} identical to the original, "
+                  f"{measured.reproduced} of {count} reproduced", title_justify="left")
+    for column in ("output", "distinct results", "max |Δ| between replays", "worst verdict"):
+        table.add_column(column)
+    for spread in measured.outputs:
+        largest = "—" if spread.max_abs_diff is None else f"{spread.max_abs_diff:.3g}"
+        table.add_row(escape(spread.path), str(spread.distinct), largest, spread.verdict)
+    return table

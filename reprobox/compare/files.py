@@ -18,7 +18,7 @@ from reprobox.compare.tally import Unparseable, byte_count
 from reprobox.compare.tensors import compare_checkpoint, compare_safetensors
 from reprobox.compare.text import compare_csv, compare_text
 from reprobox.errors import BundleError, ManifestError
-from reprobox.fileio import sha256_file
+from reprobox.fileio import same_content, sha256_file
 from reprobox.manifest import Output
 
 _CHUNK_BYTES = 1 << 20
@@ -64,39 +64,42 @@ def compare_file(expected: Path, actual: Path, output: Output) -> OutputComparis
         why = "wrote a folder here" if actual.is_dir() else "did not write this file"
         return OutputComparison(output.path, "missing", kind, f"the replay {why}")
     try:
-        if sha256_file(actual) == output.sha256:
-            return OutputComparison(output.path, "identical", kind, "sha256 matches the record")
+        # The stored copy is checked with a fast hash; SHA-256 is for the record (fixity).
+        if expected.is_file() and same_content(expected, actual):
+            return OutputComparison(output.path, "identical", kind,
+                                    "same bytes as the original's stored copy")
         if not expected.is_file():
+            if sha256_file(actual) == output.sha256:
+                return OutputComparison(output.path, "identical", kind,
+                                        "sha256 matches the record")
             return _unstored(output, kind)
-        offset = _first_byte_difference(expected, actual)
     except OSError as exc:
         raise BundleError(f"{exc.filename}: cannot read output ({exc.strerror})",
                           hint="check that the file exists and is readable") from None
-    if offset is None:
-        return OutputComparison(output.path, "identical", kind, "same bytes as the stored copy")
-    return _compare_content(expected, actual, output, kind, offset)
+    return _compare_content(expected, actual, output, kind)
 
 
 # --- dispatch and fallbacks -------------------------------------------------------------------
 
 
-def _compare_content(expected: Path, actual: Path, output: Output, kind: str,
-                     offset: int) -> OutputComparison:
+def _compare_content(expected: Path, actual: Path, output: Output,
+                     kind: str) -> OutputComparison:
     comparer = _COMPARERS.get(kind)
     suffix_claims_format = comparer is not None
     if comparer is None and _looks_like_text(expected, actual):
         comparer = compare_text
     if comparer is None:
-        return _bytes_result(expected, actual, output, offset)
+        return _bytes_result(expected, actual, output)
     try:
         return comparer(expected, actual, output)
     except Unparseable as exc:
         note = f"{exc}; compared as bytes: " if suffix_claims_format else ""
-        return _bytes_result(expected, actual, output, offset, note)
+        return _bytes_result(expected, actual, output, note)
 
 
-def _bytes_result(expected: Path, actual: Path, output: Output, offset: int,
+def _bytes_result(expected: Path, actual: Path, output: Output,
                   note: str = "") -> OutputComparison:
+    offset = _first_byte_difference(expected, actual)
     sizes = (f"{byte_count(expected.stat().st_size)} in the original, "
              f"{byte_count(actual.stat().st_size)} in the replay")
     return OutputComparison(output.path, "different", "bytes",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,14 @@ def test_same_content(tmp_path: Path) -> None:
     longer.write_bytes(b"x" * 5000 + b"ab")
     assert same_content(one, same) and same_content(one, one)
     assert not same_content(one, other) and not same_content(one, longer)
+
+
+def test_atomic_writes_get_the_mode_a_plain_open_would_give(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "report.html", "<p>shared</p>")
+        (tmp_path / "plain.html").write_text("<p>shared</p>")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "plain.html").stat().st_mode & 0o777 == 0o644

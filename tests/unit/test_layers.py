@@ -59,7 +59,7 @@ ALLOWED: dict[str, set[str]] = {
     "variation": {"replay", "bundle", "compare", "fileio"},
     "doctor": {"manifest", "bundle", "capture", "preflight", "cuda", "lock", "errors",
                "fileio"},
-    "report": {"manifest", "compare", "doctor", "errors"},
+    "report": {"manifest", "compare", "doctor", "variation", "errors"},
     "html_report": {"report", "compare", "errors", "fileio"},
     "cli": {"*"},
     "__init__": {"errors", "manifest"},
