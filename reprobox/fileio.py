@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import mmap
 import os
 import shutil
 import tempfile
@@ -94,12 +93,9 @@ def fast_digest(path: Path) -> str:
     with path.open("rb", buffering=0) as handle:
         if os.fstat(handle.fileno()).st_size < _WHOLE_READ:  # /proc files say 0: read them too
             return xxhash.xxh3_128(handle.read()).hexdigest()
+        # read in chunks, not mapped: memory stays one buffer however large the file
         digest = xxhash.xxh3_128()
-        try:  # mapped, a large file is hashed where the page cache holds it, with no copy
-            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                digest.update(mapped)
-        except (ValueError, OSError):  # not mappable (a pipe, some file systems): read it
-            _update_from(handle, digest)
+        _update_from(handle, digest)
     return digest.hexdigest()
 
 

@@ -18,7 +18,7 @@ from reprobox.compare.tally import Unparseable, byte_count
 from reprobox.compare.tensors import compare_checkpoint, compare_safetensors
 from reprobox.compare.text import compare_csv, compare_text
 from reprobox.errors import BundleError, ManifestError
-from reprobox.fileio import same_content, sha256_file
+from reprobox.fileio import sha256_file
 from reprobox.manifest import Output
 
 _CHUNK_BYTES = 1 << 20
@@ -64,8 +64,9 @@ def compare_file(expected: Path, actual: Path, output: Output) -> OutputComparis
         why = "wrote a folder here" if actual.is_dir() else "did not write this file"
         return OutputComparison(output.path, "missing", kind, f"the replay {why}")
     try:
-        # The stored copy is checked with a fast hash; SHA-256 is for the record (fixity).
-        if expected.is_file() and same_content(expected, actual):
+        # Against the stored copy, a byte-by-byte read that stops at the first difference:
+        # cheaper than hashing both when they differ. SHA-256 is for the record (fixity).
+        if expected.is_file() and _first_byte_difference(expected, actual) is None:
             return OutputComparison(output.path, "identical", kind,
                                     "same bytes as the original's stored copy")
         if not expected.is_file():

@@ -189,7 +189,7 @@ def test_an_unreadable_output_is_a_bundle_error(dirs: tuple[Path, Path],
     def refuse(path: Path) -> str:  # chmod cannot stop root, so refuse the read itself
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(files_module, "same_content", lambda a, b: refuse(b))
+    monkeypatch.setattr(files_module, "_first_byte_difference", lambda a, b: refuse(b))
     with pytest.raises(BundleError, match="a.txt: cannot read output"):
         compare(expected_dir, actual_dir, [_record(expected_dir / "a.txt", "a.txt")])
 
