@@ -38,8 +38,8 @@ _VERDICT_STYLE = {
 _LIKELIHOOD = {3: "likely", 2: "possible", 1: "unlikely"}
 _LIKELIHOOD_STYLE = {"likely": "bold red", "possible": "yellow", "unlikely": "dim"}
 # (column title, OutputComparison field) of the measures shown per output when any output has one
-_MEASURES = (("max |Δ|", "max_abs_diff"), ("max rel Δ", "max_rel_diff"),
-             ("max ULPs", "max_ulps"), ("Where", "where"))
+# max rel Δ and the kind are in each output's detail line: the table must fit 80 columns
+_MEASURES = (("max |Δ|", "max_abs_diff"), ("max ULPs", "max_ulps"), ("Where", "where"))
 MAX_SAMPLES = 5  # differing values shown side by side under an output
 _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 _MAX_LISTED = 8  # files or packages shown per section before "… and N more"
@@ -47,11 +47,13 @@ _LABEL_WIDTH = 14  # so the fields of the run, Python, system and git sections l
 
 
 def comparison_table(comparison: Comparison) -> RenderableType:
-    """The outputs table (samples under each differing output), the metric curves, the ranked
-    environment differences, the notes, then the overall verdict line."""
+    """The outputs table, the details of each output that is not identical (with its first
+    differing values side by side), the metric curves, the ranked environment differences,
+    the notes, then the overall verdict line."""
     parts: list[RenderableType] = []
     if comparison.outputs:
         parts.append(_outputs_table(comparison.outputs))
+        parts += _details_section(comparison.outputs)
     parts += _curves_section(comparison.curves)
     parts += _environment_section(comparison.environment)
     parts += _bullets("Notes", comparison.notes)
@@ -163,24 +165,32 @@ def split_at_difference(original: str, replay: str) -> tuple[str, str, str]:
 
 
 def _outputs_table(outputs: Sequence[OutputComparison]) -> Table:
-    # Columns no output fills (a run of identical files) are left out rather than shown empty.
+    # Columns no output fills (a run of identical files) are left out rather than shown empty;
+    # the details go below the table, so it stays readable in 80 columns.
     measures = [(title, name) for title, name in _MEASURES
                 if any(getattr(output, name) is not None for output in outputs)]
-    names = [name for _, name in measures]
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    table.add_column("Output", overflow="fold", ratio=2)
-    table.add_column("Kind", overflow="fold")
+    table.add_column("Output", overflow="fold", ratio=3)
     table.add_column("Verdict", no_wrap=True)
     for title, name in measures:
         table.add_column(title, overflow="fold", justify="left" if name == "where" else "right",
-                         ratio=1 if name == "where" else None)
-    table.add_column("Detail", overflow="fold", ratio=4)
+                         ratio=2 if name == "where" else None, no_wrap=name != "where")
     for output in outputs:
-        table.add_row(Text(output.path), Text(output.kind), _verdict_text(output.verdict),
-                      *(_measure(output, name) for name in names), Text(output.detail))
-        for row in _sample_rows(output, names):
-            table.add_row(*row)
+        table.add_row(Text(output.path), _verdict_text(output.verdict),
+                      *(_measure(output, name) for _, name in measures))
     return table
+
+
+def _details_section(outputs: Sequence[OutputComparison]) -> list[RenderableType]:
+    """Each output that is not identical: its detail line, then its first differing values,
+    original vs replay at their place, the digits that differ in bold."""
+    lines: list[RenderableType] = []
+    for output in outputs:
+        if output.verdict == "identical":
+            continue
+        lines.append(Text.assemble((output.path, "bold"), f" ({output.kind}): ", output.detail))
+        lines += _sample_lines(output)
+    return [Text("Details", style="bold"), *lines] if lines else []
 
 
 def _measure(output: OutputComparison, name: str) -> Text:
@@ -188,23 +198,16 @@ def _measure(output: OutputComparison, name: str) -> Text:
     return Text(value if isinstance(value, str) else figure(value))
 
 
-def _sample_rows(output: OutputComparison, names: Sequence[str]) -> list[list[Text]]:
-    """Rows under an output: each differing value, original vs replay, at its place; the place
-    goes in the Where column (or before the values when no output fills that column)."""
-    rows = []
-    for index, (where, original, replay) in enumerate(output.samples[:MAX_SAMPLES]):
+def _sample_lines(output: OutputComparison) -> list[Text]:
+    lines = []
+    for where, original, replay in output.samples[:MAX_SAMPLES]:
         common, left, right = split_at_difference(original, replay)
-        values = Text.assemble(common, (left, "bold"), " vs ", common, (right, "bold red"))
-        label = Text("  original vs replay" if index == 0 else "", style="dim")
-        cells = [Text(where) if name == "where" else Text("") for name in names]
-        if "where" not in names:
-            values = Text.assemble(f"{where}: ", values)
-        rows.append([label, Text(""), Text(""), *cells, values])
+        lines.append(Text.assemble("    ", (where, "dim"), ": ", common, (left, "bold"), " vs ",
+                                   common, (right, "bold red")))
     more = len(output.samples) - MAX_SAMPLES
     if more > 0:
-        rows.append([Text(f"  … and {more} more", style="dim"), Text(""), Text(""),
-                     *(Text("") for _ in names), Text("")])
-    return rows
+        lines.append(Text(f"    … and {more} more", style="dim"))
+    return lines
 
 
 def _curves_section(curves: Sequence[CurveComparison]) -> list[RenderableType]:
@@ -224,19 +227,18 @@ def _curves_section(curves: Sequence[CurveComparison]) -> list[RenderableType]:
 
 
 def _environment_section(differences: Sequence[EnvironmentDifference]) -> list[RenderableType]:
+    """One line per difference, most likely cause first: lines, not a table, so they read in
+    80 columns as well as in 200."""
     if not differences:
         return []
-    table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    table.add_column("Cause", no_wrap=True)
-    table.add_column("What", overflow="fold", ratio=2)
-    table.add_column("Original", overflow="fold", ratio=2)
-    table.add_column("Replay", overflow="fold", ratio=2)
-    table.add_column("Why it can change the numbers", overflow="fold", ratio=5)
+    lines: list[RenderableType] = [
+        Text("Environment differences (most likely cause first)", style="bold")]
     for difference in ranked(differences):
         word = likelihood(difference.weight)
-        table.add_row(Text(word, style=_LIKELIHOOD_STYLE.get(word, "")), Text(difference.what),
-                      Text(difference.original), Text(difference.replay), Text(difference.why))
-    return [Text("Environment differences (most likely cause first)", style="bold"), table]
+        lines.append(Text.assemble(
+            "  ", (f"{word:<9}", _LIKELIHOOD_STYLE.get(word, "")), (difference.what, "bold"),
+            f": {difference.original} → {difference.replay}", (f" ({difference.why})", "dim")))
+    return lines
 
 
 def _verdict_text(verdict: str) -> Text:
