@@ -34,6 +34,7 @@ DATA_FILE = Path(__file__).with_name("data") / "envdiff.yaml"
 PROBE_SCRIPTS = (PROBE_SCRIPT.with_name("container_probe.py"), PROBE_SCRIPT)
 LIKELY, POSSIBLE, UNLIKELY = 3, 2, 1
 MAX_LISTED = 6  # packages named in a row that gathers a group of them
+_NEVER_IMAGED = frozenset({"reprobox"})
 ABSENT = "not installed"
 _UNUSED = "the run used no GPU"
 _T = TypeVar("_T")
@@ -233,8 +234,9 @@ def _package_differences(a: Iterable[Package],
                          b: Iterable[Package]) -> list[EnvironmentDifference]:
     before = {package.name: package.version for package in a}
     after = {package.name: package.version for package in b}
+    # reprobox itself is never in the image (the shim is copied in instead): not a difference
     changed = sorted(name for name in before.keys() | after.keys()
-                     if before.get(name) != after.get(name))
+                     if before.get(name) != after.get(name) and name not in _NEVER_IMAGED)
     found: list[EnvironmentDifference] = []
     gathered: dict[str, tuple[int, str, list[str]]] = {}
     for name in changed:

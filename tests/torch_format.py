@@ -41,6 +41,7 @@ class Storage:
 
     data: np.ndarray  # type: ignore[type-arg]
     type_name: str  # "FloatStorage", or "UntypedStorage" for a tensor with a dtype
+    module: str = "torch"  # torch names an untyped storage `torch.storage.UntypedStorage`
 
     @property
     def numel(self) -> int:
@@ -79,7 +80,7 @@ def bfloat16(values: np.ndarray) -> Tensor:  # type: ignore[type-arg]
 def with_dtype(bits: np.ndarray, dtype: str) -> Tensor:  # type: ignore[type-arg]
     """A tensor of a dtype without a storage class (float8...): an untyped storage + dtype."""
     bits = np.array(bits, order="C")
-    raw = Storage(bits.reshape(-1).view(np.uint8), "UntypedStorage")
+    raw = Storage(bits.reshape(-1).view(np.uint8), "UntypedStorage", "torch.storage")
     return Tensor(raw, bits.shape, tuple(s // bits.itemsize for s in bits.strides), dtype=dtype)
 
 
@@ -101,7 +102,7 @@ class _TorchPickler(pickle._Pickler):  # the Python pickler: its dispatch table 
         if not isinstance(obj, Storage):
             return None
         key, _ = self.storages.setdefault(id(obj), (str(len(self.storages)), obj))
-        pid = ("storage", Global("torch", obj.type_name), key, "cpu", obj.numel)
+        pid = ("storage", Global(obj.module, obj.type_name), key, "cpu", obj.numel)
         return (*pid, None) if self.legacy else pid
 
     def reducer_override(self, obj: Any) -> Any:

@@ -390,6 +390,8 @@ def _tally_exact_chunk(expected: Array, actual: Array, element: ElementType, loc
         left = np.ascontiguousarray(expected).view(np.uint8).reshape(-1, width)
         right = np.ascontiguousarray(actual).view(np.uint8).reshape(-1, width)
         unequal = (left != right).any(axis=1)
+    elif expected.dtype.kind in "mM":  # NaT == NaT, as NaN == NaN: compare the ticks
+        unequal = np.asarray(expected.view(np.int64) != actual.view(np.int64))
     else:
         unequal = np.asarray(expected != actual)
     positions = np.flatnonzero(unequal)

@@ -35,7 +35,8 @@ from reprobox.manifest import Output
 CHART_POINTS = 500
 _MAX_BYTES = 64 << 20  # a metric log is small; a larger table is data, not a log
 _MAX_CURVES = 32  # per output
-_STEP_NAMES = ("step", "global_step", "_step", "trainer/global_step", "iteration", "iter",
+# the trainer's own step first: wandb's `_step` counts log calls, not training steps
+_STEP_NAMES = ("step", "global_step", "trainer/global_step", "iteration", "iter", "_step",
                "epoch")
 _METRIC_WORD = re.compile(
     r"(?:^|[^a-z])(?:loss|acc|accuracy|err|error|lr|learning_rate|perplexity|ppl|f1|auc|bleu"

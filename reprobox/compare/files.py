@@ -96,6 +96,9 @@ def _compare_content(expected: Path, actual: Path, output: Output,
     except Unparseable as exc:
         note = f"{exc}; compared as bytes: " if suffix_claims_format else ""
         return _bytes_result(expected, actual, output, note)
+    except TypeError as exc:  # a dtype numpy cannot do arithmetic or views on (float128 bits)
+        return _bytes_result(expected, actual, output,
+                             f"values of this type cannot be compared ({exc}); compared as bytes: ")
 
 
 def _bytes_result(expected: Path, actual: Path, output: Output,

@@ -25,9 +25,12 @@ _ISO = rf"\b\d{{4}}[-/]\d{{2}}[-/]\d{{2}}(?:[T ]\d{{2}}:\d{{2}}(?::\d{{2}}(?:[.,
 _CTIME = (rf"\b(?:{_WEEKDAY},?\s+)?(?:{_MONTH}\s+\d{{1,2}}|\d{{1,2}}\s+{_MONTH})"
           rf"(?:\s+\d{{4}})?\s+{_CLOCK}{_ZONE}(?:\s+\d{{4}}\b)?")
 _TQDM = r"\b\d{1,3}:\d{2}<(?:\d{1,3}:\d{2}\b|\?)"  # tqdm's "[00:01<00:05" and "[00:00<?"
-_UNIT = r"(?:ms|us|µs|ns|s|secs?|seconds?|mins?|minutes?|h|hrs?|hours?)"
-_DURATION = (rf"(?<![\w.])\d+(?:\.\d+)?(?:\s?{_UNIT}|h(?:\d+m)?\d+(?:\.\d+)?s|h\d+m"
-             r"|m\d+(?:\.\d+)?s)\b")  # 1.23s, 12 ms, 1h30m, 2m5.3s
+# Words may follow a space ("12 ms"); short units only touch the number ("1.23s"), so the
+# "min" of "mean=0.52 min=0.10" or the "h" of "12.5 h=4" are never read as durations.
+_UNIT_WORD = r"(?:ms|us|µs|ns|secs?|seconds?|minutes?|hrs?|hours?)"
+_UNIT_SHORT = r"(?:s|mins?|h)"
+_DURATION = (rf"(?<![\w.])\d+(?:\.\d+)?(?:\s?{_UNIT_WORD}|{_UNIT_SHORT}"
+             r"|h(?:\d+m)?\d+(?:\.\d+)?s|h\d+m|m\d+(?:\.\d+)?s)\b(?!\s*[=:])")
 _RATE_UNIT = r"(?:it|its|samples?|tokens?|tok|img|images?|examples?|steps?|batch(?:es)?)"
 _PID_BRACKET = (r"(?<=[A-Za-z_.-])(?P<pid_bracket>\[)\d{2,7}(?=\]:)"
                 r"|(?:^|(?<=\s))(?P<pid_alone>\[)\d{3,7}(?=\]\s+\[)")
@@ -85,7 +88,9 @@ _RULES: tuple[_Rule, ...] = (
           _after_key("<host>", "host_key"), ("host", "nodename")),
     _Rule("path", rf"(?<![\w/.~]){_PATH_ROOT}(?![\w.-])(?:/{_PATH_CHAR}*)*", _mask_path, ("/",)),
     _Rule("path", rf"(?<![\w/.])(?P<tilde>~)/{_PATH_CHAR}+", _mask_path, ("~/",)),
-    _Rule("address", r"\b0x[0-9a-fA-F]{6,16}\b", _placeholder("<addr>"), ("0x",), True),
+    # only where Python prints an object's address: a bare 0x... may be a checksum
+    _Rule("address", r"(?<=\bat )0x[0-9a-fA-F]{6,16}\b", _placeholder("<addr>"), ("at 0x",),
+          True),
 )
 _KINDS = tuple(dict.fromkeys(rule.kind for rule in _RULES))
 _NEEDS = tuple(sorted({need for rule in _RULES for need in rule.needs}))
@@ -154,10 +159,11 @@ def describe(counts: Mapping[str, int]) -> str:
     return "masked " + ", ".join(words)
 
 
+_TIME_SUFFIX = r"(?:_?(?:s|ms|sec|secs|seconds))?"  # not on host or pid: num_hosts is a count
 _VOLATILE_KEY = re.compile(
-    r"(?:^|[^a-z])(?:(?P<timestamp>time|timestamp|date|datetime|created(?:_at)?)"
-    r"|(?P<duration>runtime|elapsed|duration|uptime|wall_?time)"
-    r"|(?P<hostname>host|hostname)|(?P<PID>pid))(?:_?(?:s|ms|sec|secs|seconds))?(?:$|[^a-z])"
+    rf"(?:^|[^a-z])(?:(?P<timestamp>time|timestamp|date|datetime|created(?:_at)?){_TIME_SUFFIX}"
+    rf"|(?P<duration>runtime|elapsed|duration|uptime|wall_?time){_TIME_SUFFIX}"
+    r"|(?P<hostname>host|hostname)|(?P<PID>pid))(?:$|[^a-z])"
     r"|(?P<rate>per_?sec(?:ond)?$|/s$|throughput)")
 _STEP_COUNTER = re.compile(r"time_?steps?")  # RL's step counter, not a time
 

@@ -198,11 +198,20 @@ def _ulps(value: Any) -> int | None:
     return int(text)
 
 
+def _as_written_by_people(glob: str) -> str:
+    """`./out/*.npy` is `out/*.npy`; a folder `out/` stands for everything under it."""
+    while glob.startswith("./"):
+        glob = glob[2:]
+    glob = glob.lstrip("/")
+    return glob + "**" if glob.endswith("/") else glob
+
+
 @functools.lru_cache(maxsize=256)
 def _glob_regex(glob: str) -> re.Pattern[str]:
     """`glob` as a regex over POSIX paths; one without `/` matches a name in any folder."""
+    glob = _as_written_by_people(glob)
     body = "".join(_glob_part(part) for part in re.split(r"(\*\*/|\*\*|\*|\?|\[!?\]?[^\]]*\])",
-                                                          glob.lstrip("/")) if part)
+                                                          glob) if part)
     prefix = "(?:.*/)?" if "/" not in glob else ""
     try:
         return re.compile(prefix + body)

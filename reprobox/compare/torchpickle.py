@@ -281,6 +281,8 @@ def _allowed() -> dict[tuple[str, str], Any]:
     for module in ("torch", "torch.cuda"):
         table.update({(module, name): _StorageType(element)
                       for name, element in _STORAGE_ELEMENTS.items()})
+    # float8 and uint16/32/64 tensors are saved with their storage named by its full path
+    table["torch.storage", "UntypedStorage"] = table["torch", "UntypedStorage"]
     table.update({("torch", name): TorchDtype(name) for name in _DTYPE_ELEMENTS})
     return table
 

@@ -544,3 +544,23 @@ def test_numbers_that_overflow_to_inf_are_compared_as_text(dirs: tuple[Path, Pat
 def test_overflowing_literals_written_alike_are_equal(dirs: tuple[Path, Path]) -> None:
     result = _one(dirs, "m.json", _text('{"x": 1e400, "y": 1}'), _text('{"y": 1, "x": 1e400}'))
     assert result.verdict == "equivalent"
+
+
+def test_nat_equals_nat_as_nan_equals_nan(dirs: tuple[Path, Path]) -> None:
+    expected_dir, actual_dir = dirs
+    times = np.array(["2026-11-27", "NaT"], dtype="datetime64[D]")
+    np.savez(expected_dir / "t.npz", a=times, b=np.arange(3))
+    np.savez(actual_dir / "t.npz", b=np.arange(3), a=times)  # other member order: other bytes
+    result = compare_file(expected_dir / "t.npz", actual_dir / "t.npz",
+                          _record(expected_dir / "t.npz", "t.npz"))
+    assert result.verdict == "equivalent"
+
+
+def test_a_dtype_numpy_cannot_reason_about_is_compared_as_bytes(dirs: tuple[Path, Path]) -> None:
+    expected_dir, actual_dir = dirs
+    np.save(expected_dir / "x.npy", np.array([1.0, 2.0], dtype=np.longdouble))
+    np.save(actual_dir / "x.npy", np.array([1.0, 2.5], dtype=np.longdouble))
+    result = compare_file(expected_dir / "x.npy", actual_dir / "x.npy",
+                          _record(expected_dir / "x.npy", "x.npy"))
+    assert (result.verdict, result.kind) == ("different", "bytes")
+    assert "compared as bytes" in result.detail

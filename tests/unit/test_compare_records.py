@@ -456,3 +456,31 @@ def test_capture_refuses_a_negative_ulps(capsys) -> None:
         main(["capture", "--ulps", "-1", "--", "true"])
     assert caught.value.code == 2
     assert "--ulps: expected a whole number ≥ 0, got '-1'" in capsys.readouterr().err
+
+
+# --- what masks must never hide (found in review) -------------------------------------------
+
+
+@pytest.mark.parametrize(("original", "replay"), [
+    ("loss: mean=0.52 min=0.10 max=0.90", "loss: mean=0.61 min=0.10 max=0.90"),
+    ("reward mean 12.5 min 3.0", "reward mean 14.5 min 3.0"),
+    ("perplexity 12.5 h=4", "perplexity 13.5 h=4"),
+    ("weights checksum 0xdeadbeef", "weights checksum 0xfeedface"),
+])
+def test_a_changed_metric_next_to_a_unit_like_word_is_not_masked(original: str,
+                                                                 replay: str) -> None:
+    left, right = mask(original)[0], mask(replay)[0]
+    assert left != right
+
+
+@pytest.mark.parametrize("key", ["num_hosts", "n_pids", "hosts"])
+def test_counts_of_hosts_and_pids_are_not_volatile(key: str) -> None:
+    assert volatile_kind(key) is None
+
+
+@pytest.mark.parametrize(("glob", "path", "matches"), [
+    ("./out/*.npy", "out/w.npy", True), ("out/", "out/sub/w.npy", True),
+    ("out/", "other/w.npy", False),
+])
+def test_globs_as_people_write_them(glob: str, path: str, matches: bool) -> None:
+    assert Tolerance(glob).matches(path) is matches
