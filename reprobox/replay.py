@@ -23,7 +23,8 @@ from reprobox import bundle as bundle_io
 from reprobox import envdiff, preflight, render, seeding
 from reprobox.build import BuiltImage, read_built
 from reprobox.bundle import Bundle
-from reprobox.compare import Comparison, combine, compare, compare_file
+from reprobox.compare import Comparison, OutputComparison, combine, compare, compare_file
+from reprobox.compare import tolerances as tolerance_rules
 from reprobox.compare.tolerances import Tolerance
 from reprobox.engine import ContainerSpec, Engine, Mount
 from reprobox.errors import (
@@ -424,10 +425,12 @@ def compare_runs(reference: RunRecord, other: RunRecord,
         notes.append(f"judged within rtol={CROSS_DEVICE_RTOL:g}, atol={CROSS_DEVICE_ATOL:g} "
                      "(or the output's own, if looser), not bitwise")
     if manifest.outputs:
-        comparison = compare(reference.outputs_dir, other.outputs_dir, outputs, notes,
-                             tolerances)
+        by_digest = _digest_only(other, outputs)
+        comparison = compare(reference.outputs_dir, other.outputs_dir,
+                             [o for o in outputs if o.path not in by_digest], notes, tolerances)
+        comparison = _with_digest_results(comparison, reference, by_digest)
     else:
-        comparison = _compare_stdout(reference, other, notes)
+        comparison = _compare_stdout(reference, other, notes, tolerances)
     ended_otherwise = other.timed_out or reference.timed_out or (
         other.exit_code != reference.exit_code)
     if ended_otherwise or unmatched:
@@ -484,12 +487,43 @@ def _cross_device(output: Output) -> Output:
                    atol=max(output.atol, CROSS_DEVICE_ATOL))
 
 
-def _compare_stdout(reference: RunRecord, other: RunRecord, notes: list[str]) -> Comparison:
+def _digest_only(other: RunRecord, outputs: Sequence[Output]) -> dict[str, Output]:
+    """Outputs the other side, an original run, kept only by digest (over the size cap)."""
+    if other.replay_dir is not None:
+        return {}
+    recorded = {o.path: o for o in other.bundle.manifest().outputs if not o.stored}
+    return {o.path: recorded[o.path] for o in outputs if o.path in recorded}
+
+
+def _with_digest_results(comparison: Comparison, reference: RunRecord,
+                         by_digest: Mapping[str, Output]) -> Comparison:
+    """`comparison` plus the outputs judged by the other side's recorded sha256 alone."""
+    if not by_digest:
+        return comparison
+    results = [_by_digest(reference.outputs_dir / path, record)
+               for path, record in by_digest.items()]
+    combined = combine([*comparison.outputs, *results], comparison.notes)
+    return replace(combined, curves=comparison.curves)
+
+
+def _by_digest(path: Path, record: Output) -> OutputComparison:
+    if not path.is_file():
+        return OutputComparison(record.path, "missing", "bytes", "not written on this side")
+    if sha256_file(path) == record.sha256:
+        return OutputComparison(record.path, "identical", "bytes", "sha256 matches the record")
+    return OutputComparison(record.path, "different", "bytes",
+                            "sha256 differs from the record, which holds only the digest "
+                            "(the file was over the size cap), so nothing more can be said")
+
+
+def _compare_stdout(reference: RunRecord, other: RunRecord, notes: list[str],
+                    tolerances: Sequence[Tolerance] = ()) -> Comparison:
     """With no output files, what the run printed is the only evidence: compare that."""
     expected = reference.logs_dir / "stdout.log"
     if not expected.is_file():
         return combine([], [*notes, "the run recorded no outputs and no stdout log"])
     record = Output("stdout", sha256_file(expected), expected.stat().st_size)
+    (record,) = tolerance_rules.apply((record,), tolerances)
     result = compare_file(expected, other.logs_dir / "stdout.log", record)
     return combine([result], [*notes, "no output files were recorded: compared what it printed"])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import asdict, replace
@@ -425,3 +426,38 @@ def test_a_reference_replay_that_wrote_less_did_not_match(
     assert comparison.verdict == "different"
     assert (f"the replay {first.name} did not write out/w.npy; the replay {second.name} did"
             in comparison.notes)
+
+
+def test_tolerances_reach_a_run_judged_by_what_it_printed(
+    tmp_path: Path, sample_manifest: Manifest
+) -> None:
+    from reprobox.compare.tolerances import Tolerance
+
+    bundle = _printed_only(tmp_path, sample_manifest, b"epoch 0: loss 0.5\nepoch 1: loss 0.26\n")
+    assert replay_module.compare_replay(bundle)[1].verdict == "different"
+    loose = (Tolerance("stdout", atol=0.1),)
+    assert replay_module.compare_replay(bundle, tolerances=loose)[1].verdict == "within_tolerance"
+
+
+def test_a_replay_compared_with_an_original_that_kept_only_a_digest(
+    tmp_path: Path, sample_manifest: Manifest
+) -> None:
+    from reprobox import manifest as manifest_io
+    from reprobox.replay import ReplayResult
+
+    data = b"\x00" * 64
+    record = Output("big.bin", hashlib.sha256(data).hexdigest(), len(data), stored=False)
+    bundle = Bundle(tmp_path / ".reprobox" / "runs" / "r1")
+    bundle.path.mkdir(parents=True)
+    manifest_io.write(replace(sample_manifest, outputs=(record,)), bundle.manifest_path)
+    replay_dir = bundle.replays_dir / "x1"
+    (replay_dir / "outputs").mkdir(parents=True)
+    (replay_dir / "outputs" / "big.bin").write_bytes(data)
+    (replay_dir / "replay.json").write_text(ReplayResult("x1", "img", 0, False, 1.0, "now",
+                                                         {}).to_json())
+    # the replay as the reference, the original (digest only) as the other side
+    comparison = replay_module.compare_runs(replay_module.replay_run(bundle, replay_dir),
+                                            replay_module.original_run(bundle))
+    (result,) = comparison.outputs
+    assert (result.verdict, result.detail) == ("identical", "sha256 matches the record")
+    assert json.loads(comparison.to_json())["verdict"] == "identical"
