@@ -68,9 +68,19 @@ class _Rule:
     digit_first: bool = False  # every match starts with a digit
 
 
+def _volatile_field(match: re.Match[str]) -> str:
+    """`'train_runtime': 12.34` or `elapsed=123.4`: the value masked when the key names a time,
+    a duration, a rate, a host or a PID; any other `key: number` is left as it is."""
+    kind = volatile_kind(match.group("field_name"))
+    return match.group("field_key") + f"<{kind}>" if kind else match.group(0)
+
+
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 # Tried in this order at each position, so a date-time is masked whole before its clock alone.
 _RULES: tuple[_Rule, ...] = (
+    _Rule("timing field",
+          r"(?P<field_key>(?<![\w.])['\"]?(?P<field_name>[A-Za-z_][\w./-]*)['\"]?\s*[:=]\s*)"
+          r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.])", _volatile_field, (":", "=")),
     _Rule("timestamp", _ISO, _placeholder("<time>"), ("-", "/"), True),
     _Rule("timestamp", _CTIME, _placeholder("<time>"), _MONTHS),
     _Rule("duration", _TQDM, _placeholder("<duration>"), ("<",), True),
@@ -135,12 +145,20 @@ def mask(text: str) -> tuple[str, Counter[str]]:
     counts: Counter[str] = Counter()
 
     def substitute(match: re.Match[str]) -> str:
-        rule = _RULES[int((match.lastgroup or "r0")[1:])]
-        counts[rule.kind] += 1
-        return rule.replace(match)
+        rule = _RULES[int(_rule_group(match)[1:])]
+        replaced = rule.replace(match)
+        if replaced != match.group(0):
+            counts[rule.kind] += 1
+        return replaced
 
     rules = _possible(text)
     return (_pattern(rules).sub(substitute, text) if rules else text), counts
+
+
+def _rule_group(match: re.Match[str]) -> str:
+    """The `r<i>` group that matched (lastgroup may name a group nested inside it)."""
+    return next(name for name, value in match.groupdict().items()
+                if value is not None and name[0] == "r" and name[1:].isdigit())
 
 
 def mask_both(expected: str, actual: str) -> tuple[str, str, Counter[str]]:

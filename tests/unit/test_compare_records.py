@@ -484,3 +484,13 @@ def test_counts_of_hosts_and_pids_are_not_volatile(key: str) -> None:
 ])
 def test_globs_as_people_write_them(glob: str, path: str, matches: bool) -> None:
     assert Tolerance(glob).matches(path) is matches
+
+
+def test_timings_printed_as_key_value_pairs_are_masked_the_metrics_beside_them_are_not() -> None:
+    # the last line HF's Trainer prints: the runtime and rates change on every run
+    original = "{'train_runtime': 12.34, 'train_samples_per_second': 40.5, 'train_loss': 0.6}"
+    faster = "{'train_runtime': 11.02, 'train_samples_per_second': 45.3, 'train_loss': 0.6}"
+    worse = "{'train_runtime': 12.34, 'train_samples_per_second': 40.5, 'train_loss': 0.7}"
+    assert mask(original)[0] == mask(faster)[0]
+    assert mask(original)[0] != mask(worse)[0]
+    assert mask("step 3 elapsed=123.4 loss=0.5")[0] == mask("step 3 elapsed=99.1 loss=0.5")[0]
