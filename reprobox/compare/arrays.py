@@ -359,10 +359,10 @@ def _values(raw: Array, element: ElementType) -> Array:
 
 def _ulp_distance(left_bits: Array, right_bits: Array) -> Array:
     """How many representable values of their format lie between two floats' bit patterns."""
-    return _integer_differences(_ordered(left_bits), _ordered(right_bits))
+    return _integer_differences(ordered_bits(left_bits), ordered_bits(right_bits))
 
 
-def _ordered(bits: Array) -> Array:
+def ordered_bits(bits: Array) -> Array:
     """Sign-magnitude float bits as int64 in the floats' order: -0 and +0 are both 0, and
     neighbouring floats are neighbouring integers."""
     unsigned = bits.astype(np.uint64)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from reprobox.compare.arrays import ordered_bits
 from reprobox.compare.masks import volatile_kind
 from reprobox.compare.records import load_json, read_jsonl
 from reprobox.compare.result import CurveComparison, Verdict
@@ -246,11 +247,8 @@ def _ulps_apart(expected: np.ndarray[Any, Any],
 
 
 def _ordered(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """float64 bit patterns as int64 that sort as the floats do (-0.0 and 0.0 both 0)."""
-    bits = np.ascontiguousarray(values, dtype=np.float64).view(np.int64)
-    with np.errstate(over="ignore"):  # the unused branch of np.where may wrap
-        ordered: np.ndarray[Any, Any] = np.where(bits < 0, np.iinfo(np.int64).min - bits, bits)
-    return ordered
+    """float64 values as int64 that sort as the floats do (-0.0 and 0.0 both 0)."""
+    return ordered_bits(np.ascontiguousarray(values, dtype=np.float64).view(np.int64))
 
 
 def _gap(expected: float, actual: float) -> float:
