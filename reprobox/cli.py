@@ -202,7 +202,7 @@ def _compare(args: argparse.Namespace, err: Console, measured: Variation | None 
     """Exit 0 when reproduced (with `run --repeat`, every replay), else 3."""
     from reprobox import report
 
-    comparison, title = _compared(args)
+    comparison, title, sides = _compared(args)
     if args.json:
         text = report.comparison_json(comparison)
         if measured is not None:  # one JSON document: the newest replay's, and the spread
@@ -216,14 +216,15 @@ def _compare(args: argparse.Namespace, err: Console, measured: Variation | None 
     if args.html:
         from reprobox.html_report import write_html
 
-        write_html(Path(args.html), comparison, title)
+        write_html(Path(args.html), comparison, title, sides)
         err.print(f"HTML report -> {escape(args.html)}", soft_wrap=True)
     every = measured is None or measured.reproduced == len(measured.replays)
     return 0 if comparison.reproduced and every else EXIT_NOT_REPRODUCED
 
 
-def _compared(args: argparse.Namespace) -> tuple[Comparison, str]:
-    """What `compare` shows, and its title: a replay against its original, or run B against A."""
+def _compared(args: argparse.Namespace) -> tuple[Comparison, str, tuple[str, str]]:
+    """What `compare` shows, its title and the two sides' names: a replay against its original,
+    or run B against A."""
     from reprobox.errors import UsageError
     from reprobox.replay import compare_runs, open_run
 
@@ -239,15 +240,16 @@ def _compared(args: argparse.Namespace) -> tuple[Comparison, str]:
         return _compared_with_original(args, reference.bundle, reference.replay_dir)
     second = open_run(other)
     comparison = compare_runs(reference, second, _tolerances(args, reference.bundle.path))
-    return comparison, f"{_run_title(reference)} vs {_run_title(second)}"
+    sides = (f"A ({reference.name})", f"B ({second.name})")
+    return comparison, f"{_run_title(reference)} vs {_run_title(second)}", sides
 
 
 def _compared_with_original(args: argparse.Namespace, target: bundle.Bundle,
-                            replay_dir: Path | None) -> tuple[Comparison, str]:
+                            replay_dir: Path | None) -> tuple[Comparison, str, tuple[str, str]]:
     from reprobox.replay import compare_replay
 
     folder, comparison = compare_replay(target, replay_dir, _tolerances(args, target.path))
-    return comparison, f"run {target.path.name}, replay {folder.name}"
+    return comparison, f"run {target.path.name}, replay {folder.name}", ("original", "replay")
 
 
 def _names_a_replay(arg: str | None) -> bool:

@@ -84,11 +84,17 @@ class _Axis:
         return math.isfinite(value) and (value > 0 or not self.log)
 
 
-def comparison_html(comparison: Comparison, subject: str = "") -> str:
-    """The whole page as text. `subject` names what was compared (run and replay), if known."""
+ORIGINAL_AND_REPLAY = ("original", "replay")
+
+
+def comparison_html(comparison: Comparison, subject: str = "",
+                    sides: tuple[str, str] = ORIGINAL_AND_REPLAY) -> str:
+    """The whole page as text. `subject` names what was compared (run and replay), if known;
+    `sides` are the two runs' names where they are not an original and its replay."""
     words, reason = headline(comparison)
     return _TEMPLATES.get_template("comparison.html.j2").render(
         comparison=comparison,
+        sides=sides,
         headline=words,
         reason=reason,
         subject=subject,
@@ -108,9 +114,10 @@ def comparison_html(comparison: Comparison, subject: str = "") -> str:
     )
 
 
-def write_html(path: Path, comparison: Comparison, subject: str = "") -> None:
+def write_html(path: Path, comparison: Comparison, subject: str = "",
+               sides: tuple[str, str] = ORIGINAL_AND_REPLAY) -> None:
     """Write the page to `path` atomically: a reader sees the old report or the new one."""
-    page = comparison_html(comparison, subject)
+    page = comparison_html(comparison, subject, sides)
     try:
         atomic_write(path, page)
     except OSError as exc:

@@ -233,3 +233,9 @@ def test_compare_html_to_a_folder_fails_after_the_verdict(project: Path, capsys)
 def test_run_takes_html_too() -> None:
     with pytest.raises(SystemExit):
         main(["run", "--html"])  # FILE is required: argparse says so and exits 2
+
+
+def test_two_runs_that_are_not_an_original_and_its_replay_are_named_as_such() -> None:
+    page = comparison_html(sample_comparison(), "A vs B", ("A (replay x1)", "B (replay x2)"))
+    assert "<th>A (replay x1)</th><th>B (replay x2)</th>" in page
+    assert "<th>original</th>" not in page
