@@ -320,6 +320,50 @@ def _doctor(args: argparse.Namespace, err: Console) -> int:
     return EXIT_NOT_REPRODUCED if diagnosis.hazardous else 0
 
 
+def _pack(args: argparse.Namespace, err: Console) -> int:
+    from reprobox import archive
+    from reprobox.engine import DockerEngine
+
+    target = bundle.find(args.bundle)
+    out = Path(args.output)
+    with err.status("packing") as status:
+        archive.pack(target, out, DockerEngine(),
+                     lambda what, done: status.update(f"{what[:70]} ({done / 1e6:,.0f} MB)"),
+                     sign_key=Path(args.sign) if args.sign else None)
+    err.print(f"packed {target.path.name} into {out} ({out.stat().st_size / 1e6:,.1f} MB)")
+    return 0
+
+
+def _verify(args: argparse.Namespace, err: Console) -> int:
+    from reprobox import archive
+
+    with err.status(f"verifying {args.archive}"):
+        verified = archive.verify(Path(args.archive), Path(args.key) if args.key else None)
+    signature = ("signature checked" if verified.signature_checked
+                 else "signed (pass --key to check the signature)" if verified.signed
+                 else "not signed")
+    print(f"{verified.path}: OK, format {verified.format_version}, {verified.members} files "
+          f"checked, {signature}")
+    return 0
+
+
+def _unpack(args: argparse.Namespace, err: Console) -> int:
+    from reprobox import archive
+    from reprobox.engine import DockerEngine
+
+    source = Path(args.archive)
+    dest = Path(args.dir) if args.dir else Path(source.name.partition(".")[0] or "unpacked")
+    with err.status(f"unpacking {source}") as status:
+        _verified, loaded = archive.unpack(
+            source, dest, DockerEngine(), Path(args.key) if args.key else None,
+            lambda what, done: status.update(f"{what[:70]} ({done / 1e6:,.0f} MB)"))
+    for name in loaded:
+        err.print(f"loaded image {name}")
+    print(archive.find_bundle(dest))
+    err.print(f"replay it with: reprobox replay {archive.find_bundle(dest)}")
+    return 0
+
+
 def _writer(stream: TextIO) -> Callable[[bytes], None]:
     def write(chunk: bytes) -> None:
         stream.buffer.write(chunk)
@@ -336,7 +380,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="reprobox",
         description="Capture, rebuild, replay and compare ML runs.",
         epilog="exit codes: 0 done/reproduced, 1 error, 2 usage, 3 not reproduced, "
-        "4 this host cannot replay it as captured (no GPU, old driver)",
+        "4 this host cannot replay it as captured (no GPU, old driver), "
+        "5 an archive is corrupt, unsafe or badly signed",
     )
     parser.add_argument("--version", action="version", version=f"reprobox {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -353,6 +398,7 @@ def _parser() -> argparse.ArgumentParser:
     ):
         _add_bundle_verb(verbs, name, handler, helptext)
     _add_doctor(verbs)
+    _add_archive_verbs(verbs)
     return parser
 
 
@@ -499,3 +545,27 @@ def _add_doctor(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     _common(sub)
     sub.set_defaults(handler=_doctor)
+
+
+def _add_archive_verbs(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    sub = verbs.add_parser("pack", help="pack a bundle and its images into one archive")
+    sub.add_argument("bundle", nargs="?", help="bundle folder or run id (default: the newest)")
+    sub.add_argument("-o", "--output", required=True, metavar="FILE",
+                     help="the archive to write, e.g. exp.rbx")
+    sub.add_argument("--sign", metavar="KEY", help="sign it with this SSH private key")
+    _common(sub)
+    sub.set_defaults(handler=_pack)
+    sub = verbs.add_parser("verify", help="check an archive's checksums, format and signature")
+    sub.add_argument("archive", metavar="FILE")
+    sub.add_argument("--key", metavar="PUBKEY",
+                     help="require a valid signature by this SSH public key")
+    _common(sub)
+    sub.set_defaults(handler=_verify)
+    sub = verbs.add_parser("unpack", help="verify an archive, extract it and load its images")
+    sub.add_argument("archive", metavar="FILE")
+    sub.add_argument("dir", nargs="?", metavar="DIR",
+                     help="a new or empty folder (default: the archive's name)")
+    sub.add_argument("--key", metavar="PUBKEY",
+                     help="require a valid signature by this SSH public key")
+    _common(sub)
+    sub.set_defaults(handler=_unpack)

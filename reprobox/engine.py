@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import docker  # type: ignore[import-untyped]
 import docker.errors  # type: ignore[import-untyped]
@@ -26,6 +26,7 @@ from reprobox.errors import BaseImageError, BuildFailed, EngineError, ReproboxEr
 LOG_TAIL_LINES = 40
 _DEFAULT_HOST = "unix:///var/run/docker.sock"
 _CONTAINER_LABEL = "reprobox.container"
+_SAVE_CHUNK = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,9 @@ class Engine(Protocol):
     ) -> str: ...
     def tag(self, image_id: str, ref: str) -> None: ...
     def remove_image(self, ref: str) -> None: ...
+    def save_images(self, refs: Sequence[str], out: BinaryIO,
+                    on_bytes: Callable[[int], None]) -> None: ...
+    def load_image(self, stream: BinaryIO) -> list[str]: ...
     def run(
         self,
         spec: ContainerSpec,
@@ -303,6 +307,29 @@ class DockerEngine:
         with _translated(f"remove image {ref}"), contextlib.suppress(docker.errors.ImageNotFound):
             self.client.images.remove(ref)
 
+    def save_images(self, refs: Sequence[str], out: BinaryIO,
+                    on_bytes: Callable[[int], None]) -> None:
+        """`docker save REF...` streamed into `out`: layers the images share are stored once.
+
+        docker-py saves one image per call; the Engine API's /images/get takes several names,
+        so it is asked directly, through the client's own request and streaming helpers.
+        """
+        api = self.client.api
+        with _translated(f"save {' '.join(refs)}"):
+            response = api._get(api._url("/images/get"), params={"names": list(refs)},
+                                stream=True)
+            for chunk in api._stream_raw_result(response, _SAVE_CHUNK, False):
+                out.write(chunk)
+                on_bytes(len(chunk))
+
+    def load_image(self, stream: BinaryIO) -> list[str]:
+        """`docker load` a saved image from `stream`; returns the names (or ids) it loaded."""
+        loaded: list[str] = []
+        with _translated("load an image"):
+            for message in self.client.api.load_image(stream):
+                loaded.extend(_loaded_names(message))
+        return loaded
+
     def run(
         self,
         spec: ContainerSpec,
@@ -332,6 +359,24 @@ class DockerEngine:
         for name in volumes:
             with contextlib.suppress(docker.errors.DockerException, requests.RequestException):
                 self.client.volumes.get(name).remove(force=True)
+
+
+# ---------------------------------------------------------------------------- save and load
+
+
+def _loaded_names(message: Any) -> list[str]:
+    """The names in one `docker load` message ("Loaded image: x:y"); raise on an error."""
+    if not isinstance(message, dict):
+        return []
+    if message.get("error"):
+        raise EngineError(f"Docker could not load the image: {_first_line(message['error'])}",
+                          hint="is it a `docker save` tar? see the Docker daemon's log")
+    names = []
+    for line in str(message.get("stream", "")).splitlines():
+        for prefix in ("Loaded image: ", "Loaded image ID: "):
+            if line.startswith(prefix):
+                names.append(line[len(prefix):].strip())
+    return names
 
 
 # ---------------------------------------------------------------------------- pull helpers

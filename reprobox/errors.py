@@ -13,6 +13,7 @@ ReproboxError                  base: .hint, .exit_code = 1
 │   └── BuildVerificationError the installed set in the image differs from the lock
 ├── ReplayError                the container could not run or timed out, or an input changed
 │   └── PreflightError         this host cannot replay the run as captured (no GPU, old driver); 4
+├── ArchiveError               an archive is corrupt, unsafe, newer, or badly signed; exit code 5
 ├── UsageError                 arguments that parse but make no sense; exit code 2
 └── Interrupted                Ctrl-C; exit code 130, nothing half-written left behind
 ProbeUnavailable               NOT a ReproboxError: a probe could not answer; capture notes it
@@ -86,6 +87,12 @@ class PreflightError(ReplayError):
     def __init__(self, message: str, hint: str | None = None, code: str = "preflight") -> None:
         super().__init__(message, hint)
         self.code = code  # "gpu-missing", "driver-too-old": what `reprobox doctor` calls it
+
+
+class ArchiveError(ReproboxError):
+    """An archive is truncated, tampered with, unsafe, from a newer reprobox, or badly signed."""
+
+    exit_code = 5
 
 
 class UsageError(ReproboxError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from reprobox.engine import ContainerResult, ContainerSpec
 from reprobox.errors import BaseImageError
@@ -26,6 +27,8 @@ class FakeEngine:
     runtimes: tuple[str, ...] = ()
     digests: dict[str, str] = field(default_factory=dict)  # ref -> "name@sha256:…"
     envs: dict[str, dict[str, str]] = field(default_factory=dict)  # ref -> its ENV
+    saved: dict[str, bytes] = field(default_factory=dict)  # ref -> what `docker save` gives
+    loads: list[bytes] = field(default_factory=list)  # what `docker load` was fed
 
     def ping(self) -> None:
         return None
@@ -66,6 +69,21 @@ class FakeEngine:
     ) -> str:
         self.builds.append(context_tar)
         return "sha256:feed"
+
+    def save_images(self, refs: Sequence[str], out: BinaryIO,
+                    on_bytes: Callable[[int], None]) -> None:
+        data = b"".join(self.saved.get(ref, f"saved {ref}".encode()) for ref in refs)
+        for start in range(0, len(data), 1 << 16):
+            out.write(data[start:start + (1 << 16)])
+            on_bytes(len(data[start:start + (1 << 16)]))
+
+    def load_image(self, stream: BinaryIO) -> list[str]:
+        data = stream.read()
+        self.loads.append(data)
+        # what save_images wrote: the saved bytes of each image, one after another
+        names = [ref for ref, saved in self.saved.items() if saved in data]
+        self.images.update(names)
+        return names
 
     def run(
         self,

@@ -57,6 +57,10 @@ ALLOWED: dict[str, set[str]] = {
         "envdiff",
     },
     "variation": {"replay", "bundle", "compare", "fileio"},
+    "signing": {"errors", "fileio"},
+    "reproduce": {"manifest", "errors", "preflight", "seeding", "render"},
+    "archive": {"bundle", "build", "engine", "baseimage", "errors", "fileio", "manifest",
+                "reproduce", "signing"},
     "doctor": {"manifest", "bundle", "capture", "preflight", "cuda", "lock", "errors",
                "fileio"},
     "report": {"manifest", "compare", "doctor", "variation", "errors"},
@@ -69,7 +73,7 @@ THIRD_PARTY_HOMES = {
     "docker": {"engine"},
     "rich": {"report", "cli"},
     "torch": set(),
-    "jinja2": {"render", "html_report"},
+    "jinja2": {"render", "html_report", "reproduce"},
 }
 
 
