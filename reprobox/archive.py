@@ -10,6 +10,8 @@ bundle/...            the bundle folder (manifest.yaml, requirements.lock, Docke
                       logs/, outputs/, source/, git.diff, settings.yaml); never replays/
 images/images.tar     one `docker save` of the image named in build.json and, when it was made
                       locally (label reprobox.base), its base: layers they share are stored once
+wheels/*.whl          the wheels the image was built from (those in this machine's wheel cache
+                      whose SHA-256 requirements.lock pins): a rebuild needs no index
 MANIFEST.sha256       "<sha256>  <path>" for every member above (BagIt's manifest)
 MANIFEST.sha256.sig   optional: a signature of MANIFEST.sha256 (reprobox.signing)
 ```
@@ -31,12 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO
 
+from reprobox import lock, wheelhouse
 from reprobox.baseimage import LABEL_BASE
 from reprobox.build import read_built
 from reprobox.bundle import Bundle
 from reprobox.engine import Engine
 from reprobox.errors import ArchiveError, BundleError, ReproboxError
-from reprobox.fileio import staged_dir
+from reprobox.fileio import atomic_write, sha256_file, staged_dir
 from reprobox.reproduce import reproduce_md
 
 FORMAT_VERSION = 1
@@ -44,6 +47,7 @@ FORMAT_MEMBER = "rbx-format"
 MANIFEST_MEMBER = "MANIFEST.sha256"
 SIGNATURE_MEMBER = "MANIFEST.sha256.sig"
 IMAGE_MEMBER = "images/images.tar"
+WHEELS_FOLDER = "wheels"
 MAX_TOTAL_BYTES = 64 << 30
 MAX_MEMBERS = 100_000
 MAX_RATIO = 200  # decompressed / compressed; docker images compress ~3x, a bomb ~1000x
@@ -130,6 +134,21 @@ def _write_members(writer: _Writer, bundle: Bundle, engine: Engine, out: Path) -
     for path, member in _bundle_files(bundle):
         writer.add_file(member, path)
     writer.add_images(IMAGE_MEMBER, [built.tag, *([base] if base else [])], engine, out.parent)
+    for wheel in _locked_wheels(bundle, wheelhouse.default_cache()):
+        writer.add_file(f"{WHEELS_FOLDER}/{wheel.name}", wheel)
+
+
+def _locked_wheels(bundle: Bundle, cache: Path) -> list[Path]:
+    """The cached wheels whose SHA-256 the bundle's lock pins, one per file name."""
+    lock_path = bundle.path / "requirements.lock"
+    if not lock_path.is_file() or not cache.is_dir():
+        return []
+    pinned = {digest for pin in lock.loads(lock_path.read_text()).values() for digest in pin.hashes}
+    found: dict[str, Path] = {}
+    for wheel in sorted(cache.rglob("*.whl")):
+        if wheel.name not in found and wheel.is_file() and sha256_file(wheel) in pinned:
+            found[wheel.name] = wheel
+    return list(found.values())
 
 
 def _made_locally(engine: Engine, ref: str) -> bool:
@@ -442,7 +461,20 @@ def unpack(path: Path, dest: Path, engine: Engine, public_key: Path | None = Non
     if image.is_file():
         with image.open("rb") as stream:
             loaded.extend(engine.load_image(stream))
+    _seed_wheel_cache(dest / WHEELS_FOLDER, wheelhouse.default_cache())
     return verified, loaded
+
+
+def _seed_wheel_cache(wheels: Path, cache: Path) -> None:
+    """Put the archive's wheels where `reprobox build` looks first, so a rebuild needs no index;
+    a wheel already there under the same name is left as it is."""
+    if not wheels.is_dir():
+        return
+    cache.mkdir(parents=True, exist_ok=True)
+    for wheel in sorted(wheels.glob("*.whl")):
+        target = cache / wheel.name
+        if not target.exists():
+            atomic_write(target, wheel.read_bytes())
 
 
 def _extract(path: Path, into: Path, digests: dict[str, str], on_progress: Progress) -> None:

@@ -336,3 +336,24 @@ def _write(path: Path, members: Sequence[Member], manifest_of: Sequence[Member] 
             tar.addfile(info, io.BytesIO(data))
     path.write_bytes(zstandard.ZstdCompressor().compress(buffer.getvalue()))
     return path
+
+
+def test_the_wheels_the_lock_pins_travel_and_seed_the_cache_where_unpacked(
+        packed_bundle: Bundle, engine: FakeEngine, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    wheel = b"a wheel"
+    here = tmp_path / "cache-here" / "reprobox" / "wheels"
+    here.mkdir(parents=True)
+    (here / "foo-1.0-py3-none-any.whl").write_bytes(wheel)
+    (here / "other-2.0-py3-none-any.whl").write_bytes(b"not in the lock")
+    digest = hashlib.sha256(wheel).hexdigest()
+    (packed_bundle.path / "requirements.lock").write_text(
+        f"foo==1.0 \\\n    --hash=sha256:{digest}\n")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache-here"))
+    out = _pack(packed_bundle, engine, tmp_path / "exp.rbx")
+    assert [n for n in _names(out) if n.startswith("wheels/")] == [
+        "wheels/foo-1.0-py3-none-any.whl"]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache-there"))
+    archive.unpack(out, tmp_path / "there", FakeEngine(saved={BUILT.tag: IMAGE}))
+    seeded = tmp_path / "cache-there" / "reprobox" / "wheels" / "foo-1.0-py3-none-any.whl"
+    assert seeded.read_bytes() == wheel
