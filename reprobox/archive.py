@@ -10,6 +10,7 @@ bundle/...            the bundle folder (manifest.yaml, requirements.lock, Docke
                       logs/, outputs/, source/, git.diff, settings.yaml); never replays/
 images/images.tar     one `docker save` of the image named in build.json and, when it was made
                       locally (label reprobox.base), its base: layers they share are stored once
+inputs/...            the run's declared inputs (--input), where `replay` finds them once unpacked
 wheels/*.whl          the wheels the image was built from (those in this machine's wheel cache
                       whose SHA-256 requirements.lock pins): a rebuild needs no index
 MANIFEST.sha256       "<sha256>  <path>" for every member above (BagIt's manifest)
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO
 
-from reprobox import lock, wheelhouse
+from reprobox import lock, replay, wheelhouse
 from reprobox.baseimage import LABEL_BASE
 from reprobox.build import read_built
 from reprobox.bundle import Bundle
@@ -133,6 +134,12 @@ def _write_members(writer: _Writer, bundle: Bundle, engine: Engine, out: Path) -
     writer.add_bytes("REPRODUCE.md", text.encode())
     for path, member in _bundle_files(bundle):
         writer.add_file(member, path)
+    for record in bundle.manifest().inputs:  # checked against their digests, as replay does
+        source = replay.inputs_root(bundle) / record.path
+        if not source.is_file() or sha256_file(source) != record.sha256:
+            raise ArchiveError(f"input {source} is missing or changed since capture",
+                               hint="restore it: a replay on other data proves nothing")
+        writer.add_file(f"{replay.UNPACKED_INPUTS}/{record.path}", source)
     writer.add_images(IMAGE_MEMBER, [built.tag, *([base] if base else [])], engine, out.parent)
     for wheel in _locked_wheels(bundle, wheelhouse.default_cache()):
         writer.add_file(f"{WHEELS_FOLDER}/{wheel.name}", wheel)

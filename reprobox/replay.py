@@ -243,16 +243,28 @@ def project_root(bundle: Bundle) -> Path:
     if runs.name != "runs" or runs.parent.name != ".reprobox":
         raise BundleError(
             f"{bundle.path}: not inside a project's .reprobox/runs/",
-            hint="replay bundles where they were captured",
+            hint="replay bundles where they were captured, or from an unpacked archive",
         )
     return runs.parent.parent
+
+
+UNPACKED_INPUTS = "inputs"  # an unpacked archive keeps the declared inputs beside its bundle
+
+
+def inputs_root(bundle: Bundle) -> Path:
+    """Where a bundle's declared inputs live: its project, or beside it in an unpacked archive."""
+    beside = bundle.path.parent / UNPACKED_INPUTS
+    runs = bundle.path.parent
+    if not (runs.name == "runs" and runs.parent.name == ".reprobox") and beside.is_dir():
+        return beside
+    return project_root(bundle)
 
 
 def _input_mounts(bundle: Bundle, manifest: Manifest) -> tuple[Mount, ...]:
     """Declared inputs, checked against their recorded digests, mounted read-only."""
     if not manifest.inputs:
         return ()
-    project = project_root(bundle)
+    project = inputs_root(bundle)
     mounts = []
     for record in manifest.inputs:
         path = project / record.path

@@ -357,3 +357,43 @@ def test_the_wheels_the_lock_pins_travel_and_seed_the_cache_where_unpacked(
     archive.unpack(out, tmp_path / "there", FakeEngine(saved={BUILT.tag: IMAGE}))
     seeded = tmp_path / "cache-there" / "reprobox" / "wheels" / "foo-1.0-py3-none-any.whl"
     assert seeded.read_bytes() == wheel
+
+
+def test_declared_inputs_travel_and_a_replay_finds_them_beside_the_unpacked_bundle(
+        packed_bundle: Bundle, engine: FakeEngine, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from reprobox import manifest as manifest_io
+    from reprobox import replay
+    from reprobox.manifest import FileRecord
+
+    data = tmp_path / "proj" / "data" / "train.csv"
+    data.parent.mkdir(parents=True)
+    data.write_bytes(b"x,y\n1,2\n")
+    data.chmod(0o644)
+    record = FileRecord("data/train.csv", hashlib.sha256(data.read_bytes()).hexdigest(), 8)
+    manifest = packed_bundle.manifest()
+    manifest_io.write(replace(manifest, inputs=(record,)), packed_bundle.manifest_path)
+    out = _pack(packed_bundle, engine, tmp_path / "exp.rbx")
+    assert "inputs/data/train.csv" in _names(out)
+    dest = tmp_path / "there"
+    archive.unpack(out, dest, FakeEngine(saved={BUILT.tag: IMAGE}))
+    unpacked = Bundle(archive.find_bundle(dest))
+    (mount,) = replay._input_mounts(unpacked, unpacked.manifest())
+    assert mount.source == str(dest / "inputs" / "data" / "train.csv") and mount.read_only
+
+
+def test_an_input_changed_since_capture_is_not_packed(
+        packed_bundle: Bundle, engine: FakeEngine, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from reprobox import manifest as manifest_io
+    from reprobox.manifest import FileRecord
+
+    (tmp_path / "proj" / "data.csv").write_bytes(b"changed")
+    record = FileRecord("data.csv", "0" * 64, 7)
+    manifest_io.write(replace(packed_bundle.manifest(), inputs=(record,)),
+                      packed_bundle.manifest_path)
+    with pytest.raises(ArchiveError, match="data.csv is missing or changed since capture"):
+        _pack(packed_bundle, engine, tmp_path / "exp.rbx")
+    assert list(tmp_path.glob("*.rbx*")) == []

@@ -60,7 +60,7 @@ ALLOWED: dict[str, set[str]] = {
     "signing": {"errors", "fileio"},
     "reproduce": {"manifest", "errors", "preflight", "seeding", "render"},
     "archive": {"bundle", "build", "engine", "baseimage", "errors", "fileio", "manifest",
-                "reproduce", "signing", "lock", "wheelhouse"},
+                "reproduce", "signing", "lock", "wheelhouse", "replay"},
     "doctor": {"manifest", "bundle", "capture", "preflight", "cuda", "lock", "errors",
                "fileio"},
     "report": {"manifest", "compare", "doctor", "variation", "errors"},
