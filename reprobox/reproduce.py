@@ -130,7 +130,8 @@ def output_folders(outputs: Sequence[Output]) -> list[str]:
 def _mounts(manifest: Manifest) -> list[str]:
     words = []
     for record in manifest.inputs:
-        target = f"/{record.path}:{render.PROJECT_DIR}/{record.path}:ro"
+        # unpacked, an archive keeps the declared inputs in inputs/ (reprobox.archive)
+        target = f"/inputs/{record.path}:{render.PROJECT_DIR}/{record.path}:ro"
         words += ["-v", _HOST_DIR + shlex.quote(target)]
     for folder in output_folders(manifest.outputs):
         target = f"/{REPLAY_DIR}/{folder}:{render.PROJECT_DIR}/{folder}"

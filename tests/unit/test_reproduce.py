@@ -124,7 +124,7 @@ def test_inputs_are_mounted_read_only(sgd: Manifest) -> None:
     with_input = dataclasses.replace(sgd, inputs=(FileRecord("data/train set.csv", "cd" * 32, 5),))
     text = reproduce.reproduce_md(with_input, TAG, None, "exp.rbx")
     words = _docker_run(text)
-    assert "$PWD/data/train set.csv:/app/data/train set.csv:ro" in _options(words, "-v")
+    assert "$PWD/inputs/data/train set.csv:/app/data/train set.csv:ro" in _options(words, "-v")
     assert f"| `data/train set.csv` | 5 | `{'cd' * 32}` |" in text
 
 
