@@ -32,7 +32,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from reprobox import lock, replay, wheelhouse
 from reprobox.baseimage import LABEL_BASE
@@ -40,13 +40,14 @@ from reprobox.build import read_built
 from reprobox.bundle import Bundle
 from reprobox.engine import Engine
 from reprobox.errors import ArchiveError, BundleError, ReproboxError
-from reprobox.fileio import atomic_write, sha256_file, staged_dir
+from reprobox.fileio import atomic_write, current_umask, sha256_file, staged_dir
 from reprobox.reproduce import reproduce_md
 
 FORMAT_VERSION = 1
 FORMAT_MEMBER = "rbx-format"
 MANIFEST_MEMBER = "MANIFEST.sha256"
 SIGNATURE_MEMBER = "MANIFEST.sha256.sig"
+_UNHASHED = frozenset({MANIFEST_MEMBER, SIGNATURE_MEMBER})  # the checksum list and its signature
 IMAGE_MEMBER = "images/images.tar"
 WHEELS_FOLDER = "wheels"
 MAX_TOTAL_BYTES = 64 << 30
@@ -86,6 +87,7 @@ def pack(bundle: Bundle, out: Path, engine: Engine, on_progress: Progress,
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # made to be shared: not mkstemp's 0600
         with os.fdopen(fd, "wb") as sink:
             _write_archive(sink, bundle, engine, _Writing(on_progress, sign_key, out))
             sink.flush()
@@ -279,10 +281,10 @@ class _Checker:
         if not self.seen and name != FORMAT_MEMBER:
             raise self._bad(f"does not start with {FORMAT_MEMBER}", "is it a reprobox archive?")
         self.seen.add(name)
-        if member.isdir():
-            return
         if self.signature is not None or (self.manifest is not None and name != SIGNATURE_MEMBER):
             raise self._bad(f"has a member after {MANIFEST_MEMBER}: {name}")
+        if member.isdir():
+            return
         if name in (FORMAT_MEMBER, MANIFEST_MEMBER, SIGNATURE_MEMBER):
             self._take_small(name, member, data)
         else:
@@ -405,9 +407,19 @@ def _members(path: Path) -> Iterator[Iterator[tuple[tarfile.TarInfo, Iterator[by
         try:
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 yield _iterate(tar, budget)
+            _require_only_padding(path, stream)
         except (tarfile.TarError, zstandard.ZstdError, EOFError, OSError) as exc:
             raise ArchiveError(f"{path}: truncated or corrupt ({exc})",
                                hint="do not use this archive; get a fresh copy") from None
+
+
+def _require_only_padding(path: Path, stream: Any) -> None:
+    """After the tar's end marker: zero blocks, then the end of the stream. Reading to the end
+    also makes zstandard check the frame's checksum, which covers the tar's padding too."""
+    while chunk := stream.read(1 << 20):
+        if chunk.strip(b"\0"):
+            raise ArchiveError(f"{path}: has data after the end of the archive",
+                               hint="do not use this archive; get a fresh copy")
 
 
 def _iterate(
@@ -461,13 +473,13 @@ def unpack(path: Path, dest: Path, engine: Engine, public_key: Path | None = Non
         raise ArchiveError(f"{dest}: the destination is not empty",
                            hint="unpack into a new or empty folder")
     verified, digests = _verify(path, public_key)
-    with staged_dir(dest) as staging:
-        _extract(path, staging, digests, on_progress or (lambda _what, _done: None))
     loaded: list[str] = []
-    image = dest / IMAGE_MEMBER
-    if image.is_file():
-        with image.open("rb") as stream:
-            loaded.extend(engine.load_image(stream))
+    with staged_dir(dest) as staging:  # the folder appears only once its images are loaded
+        _extract(path, staging, digests, on_progress or (lambda _what, _done: None))
+        image = staging / IMAGE_MEMBER
+        if image.is_file():
+            with image.open("rb") as stream:
+                loaded.extend(engine.load_image(stream))
     _seed_wheel_cache(dest / WHEELS_FOLDER, wheelhouse.default_cache())
     return verified, loaded
 
@@ -480,7 +492,7 @@ def _seed_wheel_cache(wheels: Path, cache: Path) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     for wheel in sorted(wheels.glob("*.whl")):
         target = cache / wheel.name
-        if not target.exists():
+        if wheel.is_file() and not wheel.is_symlink() and not target.exists():
             atomic_write(target, wheel.read_bytes())
 
 
@@ -500,7 +512,7 @@ def _extract(path: Path, into: Path, digests: dict[str, str], on_progress: Progr
             digest = _write_new(target, data)
             done += member.size
             on_progress(f"extracting {name}", done)
-            if name in digests and digests[name] != digest:
+            if digests.get(name, digest if name in _UNHASHED else None) != digest:
                 raise ArchiveError(f"{path}: {name} changed while it was being unpacked",
                                    hint="unpack again from a copy nothing writes to")
     if not set(digests) <= written:

@@ -354,9 +354,11 @@ def _unpack(args: argparse.Namespace, err: Console) -> int:
     source = Path(args.archive)
     dest = Path(args.dir) if args.dir else Path(source.name.partition(".")[0] or "unpacked")
     with err.status(f"unpacking {source}") as status:
-        _verified, loaded = archive.unpack(
+        verified, loaded = archive.unpack(
             source, dest, DockerEngine(), Path(args.key) if args.key else None,
             lambda what, done: status.update(f"{what[:70]} ({done / 1e6:,.0f} MB)"))
+    if verified.signed and not verified.signature_checked:
+        err.print("[yellow]note:[/] the archive is signed; pass --key PUBKEY to check the signer")
     for name in loaded:
         err.print(f"loaded image {name}")
     print(archive.find_bundle(dest))

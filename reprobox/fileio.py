@@ -37,7 +37,7 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp makes the file private (0600); give it the mode open() would have given it
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
@@ -49,7 +49,8 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         raise
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (the bits a new file's mode loses)."""
     mask = os.umask(0o077)  # reading the umask means setting it; set it straight back
     os.umask(mask)
     return mask

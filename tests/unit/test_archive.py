@@ -397,3 +397,45 @@ def test_an_input_changed_since_capture_is_not_packed(
     with pytest.raises(ArchiveError, match="data.csv is missing or changed since capture"):
         _pack(packed_bundle, engine, tmp_path / "exp.rbx")
     assert list(tmp_path.glob("*.rbx*")) == []
+
+
+# ---------------------------------------------------------------------------- found in review
+
+
+@pytest.mark.parametrize("tail", [
+    b"garbage after the stream",
+    zstandard.ZstdCompressor().compress(b"a second frame of data"),
+])
+def test_anything_after_the_archive_is_refused(packed_bundle: Bundle, engine: FakeEngine,
+                                               tmp_path: Path, tail: bytes) -> None:
+    out = _pack(packed_bundle, engine, tmp_path / "exp.rbx")
+    out.write_bytes(out.read_bytes() + tail)
+    _refused(out, "exp.rbx: (has data after the end|truncated or corrupt)", tmp_path)
+
+
+def test_a_flipped_byte_in_the_frame_checksum_is_refused(packed_bundle: Bundle,
+                                                        engine: FakeEngine,
+                                                        tmp_path: Path) -> None:
+    out = _pack(packed_bundle, engine, tmp_path / "exp.rbx")
+    data = bytearray(out.read_bytes())
+    data[-1] ^= 0x01  # the zstd frame's checksum covers the tar's end padding too
+    out.write_bytes(bytes(data))
+    _refused(out, "exp.rbx: truncated or corrupt", tmp_path)
+
+
+def test_a_folder_member_after_the_manifest_is_refused(tmp_path: Path) -> None:
+    payload = _file("bundle/manifest.yaml", b"x")
+    folder = tarfile.TarInfo("wheels/x.whl")
+    folder.type = tarfile.DIRTYPE
+    path = tmp_path / "exp.rbx"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        line = b"reprobox-archive 1\n"
+        listed = (f"{hashlib.sha256(line).hexdigest()}  rbx-format\n"
+                  f"{hashlib.sha256(b'x').hexdigest()}  bundle/manifest.yaml\n").encode()
+        for info, data in (_file("rbx-format", line), payload,
+                           _file("MANIFEST.sha256", listed)):
+            tar.addfile(info, io.BytesIO(data))
+        tar.addfile(folder)
+    path.write_bytes(zstandard.ZstdCompressor().compress(buffer.getvalue()))
+    _refused(path, "has a member after MANIFEST.sha256: wheels/x.whl", tmp_path)
