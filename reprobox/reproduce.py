@@ -78,20 +78,17 @@ def reprobox_steps(archive: str) -> list[str]:
 
 def docker_steps(manifest: Manifest, image_tag: str) -> list[str]:
     """Shell lines that replay the run with Docker alone, from the unpacked archive's folder."""
-    folders = output_folders(manifest.outputs)
-    loose = [o.path for o in manifest.outputs if not posixpath.dirname(o.path)]
+    # Outputs are copied out of the stopped container, as reprobox fetches them: a folder
+    # mounted over /app/<folder> would hide the code the image keeps there.
+    outputs = [o.path for o in manifest.outputs]
     steps = [f"docker load -i {IMAGE_TAR}"]
-    if folders:
-        replay = [f"{REPLAY_DIR}/{folder}" for folder in folders]
-        # The replay runs as uid 1000, which must be able to write into the bind-mounted folders.
-        steps.append(f"mkdir -p {shlex.join(replay)} && chmod a+rwx {shlex.join(replay)}")
-    steps.append(_continued(_paired(docker_run_argv(manifest, image_tag, keep=bool(loose)))))
-    for path in loose:
+    steps.append(_continued(_paired(docker_run_argv(manifest, image_tag, keep=bool(outputs)))))
+    for path in outputs:
         target = f"{REPLAY_DIR}/{path}"
         source = f"{CONTAINER_NAME}:{render.PROJECT_DIR}/{path}"
-        steps.append(f"mkdir -p {REPLAY_DIR} && docker cp {shlex.quote(source)} "
-                     f"{shlex.quote(target)}")
-    if loose:
+        steps.append(f"mkdir -p {shlex.quote(posixpath.dirname(target))} && docker cp "
+                     f"{shlex.quote(source)} {shlex.quote(target)}")
+    if outputs:
         steps.append(f"docker rm -v {CONTAINER_NAME}")
     return steps
 
@@ -132,9 +129,6 @@ def _mounts(manifest: Manifest) -> list[str]:
     for record in manifest.inputs:
         # unpacked, an archive keeps the declared inputs in inputs/ (reprobox.archive)
         target = f"/inputs/{record.path}:{render.PROJECT_DIR}/{record.path}:ro"
-        words += ["-v", _HOST_DIR + shlex.quote(target)]
-    for folder in output_folders(manifest.outputs):
-        target = f"/{REPLAY_DIR}/{folder}:{render.PROJECT_DIR}/{folder}"
         words += ["-v", _HOST_DIR + shlex.quote(target)]
     return words
 
