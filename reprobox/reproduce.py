@@ -119,11 +119,6 @@ def replay_process_env(manifest: Manifest) -> dict[str, str]:
     return env
 
 
-def output_folders(outputs: Sequence[Output]) -> list[str]:
-    """The top-level folders of the project that hold outputs, sorted."""
-    return sorted({o.path.split("/", 1)[0] for o in outputs if posixpath.dirname(o.path)})
-
-
 def _mounts(manifest: Manifest) -> list[str]:
     words = []
     for record in manifest.inputs:
