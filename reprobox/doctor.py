@@ -306,6 +306,7 @@ _SAME_GPU_FIX = ("replay on the same GPU model for bitwise equality; elsewhere e
 _GPU_FIXES = {
     "gpu-count": "make as many GPUs visible to the replay as the run used (CUDA_VISIBLE_DEVICES)",
     "driver-minor": "upgrade the NVIDIA driver to one for the environment's CUDA version",
+    "driver-floor": "upgrade the NVIDIA driver to the minimum the message names, or newer",
     "driver-older": "upgrade the NVIDIA driver to the run's version or newer",
 }
 

@@ -80,7 +80,8 @@ def check(manifest: Manifest, host: Gpus, runtimes: tuple[str, ...], cpu: bool,
     ids = _allocated(host)[:len(used)]
     count = len(ids) or min(len(used), len(host.devices)) or 1
     concerns = [*_gpu_differences(used, original, host, count),
-                *_driver_concerns(manifest, host), *_image_concerns(image_env or {}, host),
+                *_driver_concerns(manifest, host), *_floor_concerns(manifest, host),
+                *_image_concerns(image_env or {}, host),
                 *_runtime_concerns(runtimes)]
     # Inside the container the GPUs it was given are numbered from 0, whatever the original
     # CUDA_VISIBLE_DEVICES named (indexes or UUIDs of another host's GPUs).
@@ -129,6 +130,19 @@ def _driver_concerns(manifest: Manifest, host: Gpus) -> list[Concern]:
             "driver-older", f"this host's NVIDIA driver {host.driver_version} is older than the "
             f"run's {captured}: kernels compiled at load time can differ"))
     return concerns
+
+
+def _floor_concerns(manifest: Manifest, host: Gpus) -> list[Concern]:
+    """Where the driver does not say which CUDA it supports (old nvidia-smi), its version is
+    weighed against NVIDIA's table of minimum drivers instead."""
+    use = cuda.environment_cuda(manifest)
+    if use is None or host.cuda_driver_version or not host.driver_version:
+        return []
+    if cuda.driver_satisfies(host.driver_version, use.version) is not False:
+        return []
+    return [Concern("driver-floor", f"this host's driver {host.driver_version} is below "
+                    f"{cuda.min_driver(use.version)}, the minimum for CUDA {use.version} "
+                    f"({use.source}): the replay may fail to start")]
 
 
 def _image_concerns(image_env: Mapping[str, str], host: Gpus) -> list[Concern]:

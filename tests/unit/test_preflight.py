@@ -167,3 +167,14 @@ def test_a_real_h100_capture_on_a_real_h200_host_expects_tolerance() -> None:
     assert plan.gpus and plan.expect_tolerance
     assert [concern.code for concern in plan.concerns] == ["gpu-model"]
     assert plan.notes[0] == "GPU model differs: original NVIDIA H100 80GB HBM3, here NVIDIA H200"
+
+
+def test_a_driver_that_names_no_cuda_version_is_weighed_against_the_minimum_drivers() -> None:
+    # nvidia-smi of old drivers prints no "CUDA Version" (tests/data/gpu: driver 396)
+    silent = Gpus("nvidia-smi", "470.82.01", None, (H100,))
+    plan = preflight.check(_gpu_run(cuda="12.1"), silent, ("nvidia",), cpu=False)
+    floor = next(c for c in plan.concerns if c.code == "driver-floor")
+    assert "below 530.30.02, the minimum for CUDA 12.1" in floor.message
+    recent = Gpus("nvidia-smi", "590.10.01", None, (H100,))
+    assert "driver-floor" not in [c.code for c in preflight.check(
+        _gpu_run(cuda="12.1"), recent, ("nvidia",), cpu=False).concerns]
