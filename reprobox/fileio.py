@@ -122,13 +122,3 @@ def fast_digests(paths: Iterable[Path], workers: int | None = None) -> dict[Path
         pending = {path: pool.submit(fast_digest, path) for path in large}
         done = {path: fast_digest(path) for path in unique if path not in pending}
         return {path: done[path] if path in done else pending[path].result() for path in unique}
-
-
-def same_content(a: Path, b: Path) -> bool:
-    """True when two files hold the same bytes: sizes first, then both fast digests at once."""
-    if a.stat().st_size != b.stat().st_size:
-        return False
-    if os.path.samefile(a, b):
-        return True
-    digests = fast_digests((a, b))
-    return digests[a] == digests[b]
