@@ -109,14 +109,16 @@ def replay_many(
                          hint="--repeat 2 or more measures run-to-run variation")
     manifest = bundle.manifest()
     engine.ping()
-    plan_ahead(manifest, engine, host_gpus, cpu)  # refuse before looking for the image
+    runtimes = _gpu_runtimes(manifest, engine, cpu)
+    preflight.check(manifest, host_gpus, runtimes, cpu)  # refuse before looking for the image
     built = read_built(bundle)
     if not engine.has_image(built.tag):
         raise ReplayError(
             f"image {built.tag} is not present",
             hint="run `reprobox build` to rebuild it from the bundle",
         )
-    plan = plan_ahead(manifest, engine, host_gpus, cpu, engine.image_env(built.tag))
+    # again, now with what the image itself requires (a CUDA base's NVIDIA_REQUIRE_CUDA)
+    plan = preflight.check(manifest, host_gpus, runtimes, cpu, engine.image_env(built.tag))
     spec = container_spec(manifest, built, _input_mounts(bundle, manifest), timeout_s, memory,
                           plan)
     fetch = [f"{render.PROJECT_DIR}/{o.path}" for o in manifest.outputs]
@@ -192,8 +194,13 @@ def _environment(probed: Mapping[str, Any] | str, result: ReplayResult,
 def plan_ahead(manifest: Manifest, engine: Engine, host_gpus: Gpus, cpu: bool,
                image_env: Mapping[str, str] | None = None) -> preflight.Preflight:
     """The preflight on this host: raises PreflightError before any image is built or run."""
-    runtimes = engine.gpu_runtimes() if preflight.used_gpu(manifest) and not cpu else ()
-    return preflight.check(manifest, host_gpus, runtimes, cpu, image_env)
+    return preflight.check(manifest, host_gpus, _gpu_runtimes(manifest, engine, cpu), cpu,
+                           image_env)
+
+
+def _gpu_runtimes(manifest: Manifest, engine: Engine, cpu: bool) -> tuple[str, ...]:
+    """Docker's NVIDIA runtimes, asked only when the replay will want GPUs."""
+    return engine.gpu_runtimes() if preflight.used_gpu(manifest) and not cpu else ()
 
 
 def container_spec(
