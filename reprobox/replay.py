@@ -191,11 +191,10 @@ def _environment(probed: Mapping[str, Any] | str, result: ReplayResult,
         return envdiff.of_state(result.state, f"the environment probe: {exc}")
 
 
-def plan_ahead(manifest: Manifest, engine: Engine, host_gpus: Gpus, cpu: bool,
-               image_env: Mapping[str, str] | None = None) -> preflight.Preflight:
+def plan_ahead(manifest: Manifest, engine: Engine, host_gpus: Gpus,
+               cpu: bool) -> preflight.Preflight:
     """The preflight on this host: raises PreflightError before any image is built or run."""
-    return preflight.check(manifest, host_gpus, _gpu_runtimes(manifest, engine, cpu), cpu,
-                           image_env)
+    return preflight.check(manifest, host_gpus, _gpu_runtimes(manifest, engine, cpu), cpu)
 
 
 def _gpu_runtimes(manifest: Manifest, engine: Engine, cpu: bool) -> tuple[str, ...]:
