@@ -7,7 +7,7 @@ multi-threaded), with members in this order:
 rbx-format            "reprobox-archive 1\\n": read first, so a newer format is refused early
 REPRODUCE.md          for people: what ran, on what, and how to replay it with or without reprobox
 bundle/...            the bundle folder (manifest.yaml, requirements.lock, Dockerfile, build.json,
-                      logs/, outputs/, source/, git.diff, settings.yaml); never replays/
+                      logs/, outputs/, source/, git.diff, settings.yaml); never replays/ or jobs/
 images/images.tar     one `docker save` of the image named in build.json and, when it was made
                       locally (label reprobox.base), its base: layers they share are stored once
 inputs/...            the run's declared inputs (--input), where `replay` finds them once unpacked
@@ -56,7 +56,7 @@ MAX_RATIO = 200  # decompressed / compressed; docker images compress ~3x, a bomb
 RATIO_FLOOR = 64 << 20  # small archives may compress well: no ratio check below this
 _SMALL_MEMBER = 1 << 20
 _CHUNK = 1 << 20
-_SKIPPED_IN_BUNDLE = ("replays",)
+_SKIPPED_IN_BUNDLE = ("replays", "jobs")
 
 Progress = Callable[[str, int], None]  # (what is being done, bytes so far)
 

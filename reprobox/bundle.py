@@ -57,6 +57,11 @@ class Bundle:
         return self.path / "replays"
 
     @property
+    def jobs_dir(self) -> Path:
+        """Cluster jobs in flight and the images saved for them; never archived."""
+        return self.path / "jobs"
+
+    @property
     def build_record_path(self) -> Path:
         """`build.json`: the image last built from this bundle."""
         return self.path / "build.json"

@@ -22,6 +22,7 @@ from reprobox.errors import ReproboxError
 
 if TYPE_CHECKING:
     from reprobox.build import BuiltImage
+    from reprobox.cluster.slurm_script import SlurmOptions
     from reprobox.compare import Comparison
     from reprobox.compare.tolerances import Tolerance
     from reprobox.manifest import Gpus
@@ -142,11 +143,28 @@ def _do_build(args: argparse.Namespace, err: Console) -> BuiltImage:
 def _replay(args: argparse.Namespace, err: Console) -> int:
     """Exit 0 when every replay exited 0 in time (with --repeat, all N), else 1."""
     target, folders, succeeded = _do_replay(args, err)
+    if args.seeds:
+        return _sweep(args, target, folders)
     if len(folders) > 1:
         from reprobox import report
 
         Console().print(report.variation_table(_measure(args, target, folders)))
     return 0 if succeeded else 1
+
+
+def _sweep(args: argparse.Namespace, target: bundle.Bundle, folders: list[Path]) -> int:
+    """The seeds' table (or JSON); exit 0 when every seed's replay ended as the original did."""
+    from reprobox import report
+    from reprobox.variation import measure_sweep
+
+    sweep = measure_sweep(target, folders, _tolerances(args, target.path))
+    if getattr(args, "json", False):
+        print(json.dumps({"sweep": sweep.to_dict(),
+                          "replays": [folder.name for folder in folders]}, indent=2,
+                         sort_keys=True))
+    else:
+        Console().print(report.sweep_table(sweep))
+    return EXIT_NOT_REPRODUCED if sweep.failed else 0
 
 
 def _do_replay(args: argparse.Namespace,
@@ -159,8 +177,13 @@ def _do_replay(args: argparse.Namespace,
     timeout = DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout
     # With --json, stdout carries only the JSON: the run's own output goes to stderr.
     shown = sys.stderr if getattr(args, "json", False) else sys.stdout
-    folders = replay_many(target, DockerEngine(), _writer(shown), args.repeat, timeout,
-                          args.memory, host_gpus=_host_gpus(args.cpu), cpu=args.cpu)
+    if args.on == "slurm":
+        folders = _replay_on_slurm(args, target, timeout, _writer(shown), err)
+    else:
+        _refuse_slurm_options(args)
+        folders = replay_many(target, DockerEngine(), _writer(shown), args.repeat, timeout,
+                              args.memory, host_gpus=_host_gpus(args.cpu), cpu=args.cpu,
+                              seeds=args.seeds)
     results = [read_result(folder) for folder in folders]
     for note in results[0].notes:
         err.print(f"[yellow]warning:[/] {escape(note)}", soft_wrap=True)
@@ -171,6 +194,48 @@ def _do_replay(args: argparse.Namespace,
             soft_wrap=True,
         )
     return target, folders, all(r.exit_code == 0 and not r.timed_out for r in results)
+
+
+def _replay_on_slurm(args: argparse.Namespace, target: bundle.Bundle, timeout: float,
+                     on_output: Callable[[bytes], None], err: Console) -> list[Path]:
+    from reprobox.cluster.slurm import Slurm
+    from reprobox.cluster.slurm_replay import SlurmRequest, replay_on_slurm
+    from reprobox.engine import DockerEngine
+    from reprobox.errors import UsageError
+
+    if args.repeat > 1:
+        raise UsageError("--repeat with --on slurm", hint="use --seeds for a sweep on Slurm")
+    request = SlurmRequest(_slurm_options(args), args.seeds, timeout, args.memory, args.cpu)
+    with err.status("submitting to Slurm") as status:
+
+        def event(line: str) -> None:
+            status.update(escape(line))
+            err.print(f"[dim]{escape(line)}[/]", soft_wrap=True)
+
+        return replay_on_slurm(target, DockerEngine(), Slurm(), request, event, on_output)
+
+
+def _slurm_options(args: argparse.Namespace) -> SlurmOptions:
+    from reprobox.cluster.slurm_script import SlurmOptions
+
+    return SlurmOptions(args.partition, args.gpus, args.time, cpus=_threads(args),
+                        engine=args.container_engine)
+
+
+def _threads(args: argparse.Namespace) -> int:
+    return bundle.find(args.bundle).manifest().determinism.threads
+
+
+def _refuse_slurm_options(args: argparse.Namespace) -> None:
+    from reprobox.errors import UsageError
+
+    given = [name for name, value in (("--partition", args.partition), ("--gpus", args.gpus),
+                                      ("--time", args.time)) if value]
+    if args.container_engine != "auto":
+        given.append("--container-engine")
+    if given:
+        raise UsageError(f"{given[0]} is for Slurm replays",
+                         hint=f"add --on slurm, or drop {given[0]}")
 
 
 def _measure(args: argparse.Namespace, target: bundle.Bundle,
@@ -282,9 +347,12 @@ def _tolerance_option(text: str) -> Tolerance:
 
 def _run(args: argparse.Namespace, err: Console) -> int:
     """Shows the newest replay's comparison; with --repeat N, exit 0 only if all N reproduced."""
-    _preflight(args)
+    if args.on == "local":
+        _preflight(args)
     _do_build(args, err)
     target, folders, _ = _do_replay(args, err)
+    if args.seeds:
+        return _sweep(args, target, folders)
     args.replay = None
     measured = _measure(args, target, folders) if len(folders) > 1 else None
     return _compare(args, err, measured)
@@ -332,6 +400,71 @@ def _pack(args: argparse.Namespace, err: Console) -> int:
                      sign_key=Path(args.sign) if args.sign else None)
     err.print(f"packed {target.path.name} into {out} ({out.stat().st_size / 1e6:,.1f} MB)")
     return 0
+
+
+def _export(args: argparse.Namespace, err: Console) -> int:
+    """Write what a cluster engine reads; one file to stdout or -o, Apptainer's to a folder."""
+    from reprobox.cluster.exports import ExportRequest, export
+    from reprobox.cluster.kubernetes import KubernetesOptions
+
+    target = bundle.find(args.bundle)
+    request = ExportRequest(
+        args.target, args.seeds, _slurm_options(args),
+        KubernetesOptions(claim=args.claim, inputs_claim=args.inputs_claim,
+                          namespace=args.namespace),
+        args.image or _pushed_digest(args, target), args.timeout or _default_timeout(),
+        args.memory, args.cpu)
+    files = export(target, request)
+    if args.target != "apptainer" and args.output is None:
+        (text,) = files.values()
+        sys.stdout.write(text)
+        return 0
+    where = _write_export(files, args, target)
+    err.print(f"wrote {', '.join(sorted(files))} -> {escape(str(where))}", soft_wrap=True)
+    return 0
+
+
+def _pushed_digest(args: argparse.Namespace, target: bundle.Bundle) -> str | None:
+    """Kubernetes pulls by digest: the image's, if it was pushed from this host."""
+    if args.target != "kubernetes":
+        return None
+    from reprobox.build import read_built
+    from reprobox.engine import DockerEngine
+    from reprobox.errors import EngineError
+
+    try:
+        return DockerEngine().repo_digest(read_built(target).tag)
+    except EngineError:
+        return None
+
+
+def _default_timeout() -> float:
+    from reprobox.replay import DEFAULT_TIMEOUT_S
+
+    return DEFAULT_TIMEOUT_S
+
+
+def _write_export(files: dict[str, str], args: argparse.Namespace,
+                  target: bundle.Bundle) -> Path:
+    from reprobox.errors import UsageError
+    from reprobox.fileio import atomic_write, staged_dir
+
+    if args.target != "apptainer":
+        out = Path(args.output)
+        atomic_write(out, next(iter(files.values())))
+        return out
+    folder = Path(args.output or f"{target.run_id}-apptainer")
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UsageError(f"{folder} exists and is not an empty folder",
+                         hint="name a new folder with -o")
+    if folder.is_dir():
+        folder.rmdir()
+    with staged_dir(folder) as staging:
+        for name, text in files.items():
+            atomic_write(staging / name, text)
+            if name.endswith(".sh"):
+                (staging / name).chmod(0o755)
+    return folder
 
 
 def _verify(args: argparse.Namespace, err: Console) -> int:
@@ -383,7 +516,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Capture, rebuild, replay and compare ML runs.",
         epilog="exit codes: 0 done/reproduced, 1 error, 2 usage, 3 not reproduced, "
         "4 this host cannot replay it as captured (no GPU, old driver), "
-        "5 an archive is corrupt, unsafe or badly signed",
+        "5 an archive is corrupt, unsafe or badly signed, 6 Slurm refused or lost a job",
     )
     parser.add_argument("--version", action="version", version=f"reprobox {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -401,6 +534,7 @@ def _parser() -> argparse.ArgumentParser:
         _add_bundle_verb(verbs, name, handler, helptext)
     _add_doctor(verbs)
     _add_archive_verbs(verbs)
+    _add_export(verbs)
     return parser
 
 
@@ -501,6 +635,10 @@ def _add_bundle_verb(
         sub.add_argument("--repeat", type=_replay_count, default=1, metavar="N",
                          help="replay N times in the same image and report how the replays "
                          "differ from each other (exit code: over all N)")
+        sub.add_argument("--seeds", type=_seeds_option, default=(), metavar="LIST",
+                         help="replay once per seed (e.g. 1,2,3 or 1-5) and report each "
+                         "metric's mean, std and range beside the original's")
+        _add_slurm_options(sub)
     if name in ("compare", "run", "show"):
         sub.add_argument("--json", action="store_true", help="machine-readable output")
     if name in ("compare", "run"):
@@ -526,6 +664,32 @@ def _add_compared_runs(sub: argparse.ArgumentParser) -> None:
                      "outputs and tolerances (default: A's newest replay, or A's original)")
 
 
+def _add_slurm_options(sub: argparse.ArgumentParser, on: bool = True) -> None:
+    if on:
+        sub.add_argument("--on", choices=("local", "slurm"), default="local",
+                         help="where to replay: this host's Docker (default) or a Slurm job "
+                         "(Docker or Apptainer on the node; the bundle on shared storage)")
+    slurm = sub.add_argument_group("Slurm (with --on slurm, or export slurm)")
+    slurm.add_argument("--partition", help="the partition to submit to (default: Slurm's)")
+    slurm.add_argument("--gpus", type=_whole_number, default=0, metavar="N",
+                       help="GPUs per task (default: as many as the run used)")
+    slurm.add_argument("--time", metavar="T",
+                       help="the job's time limit, e.g. 90 or 01:30:00 (default: the partition's)")
+    slurm.add_argument("--container-engine", choices=("auto", "docker", "apptainer"),
+                       default="auto", help="what runs the image on the node (default: "
+                       "Apptainer where the node has it, else Docker)")
+
+
+def _seeds_option(text: str) -> tuple[int, ...]:
+    from reprobox.errors import UsageError
+    from reprobox.sweep import parse_seeds
+
+    try:
+        return parse_seeds(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (hint: {exc.hint})") from None
+
+
 def _replay_count(text: str) -> int:
     if not (text.strip().isascii() and text.strip().isdigit()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a number of replays ≥ 1, got {text!r}")
@@ -547,6 +711,32 @@ def _add_doctor(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     _common(sub)
     sub.set_defaults(handler=_doctor)
+
+
+def _add_export(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    sub = verbs.add_parser("export", help="write a Slurm script, Kubernetes Job or Apptainer "
+                           "recipe that replays a bundle (nothing is submitted)")
+    sub.add_argument("target", choices=("slurm", "kubernetes", "apptainer"))
+    sub.add_argument("bundle", nargs="?", help="bundle folder or run id (default: the newest)")
+    sub.add_argument("-o", "--output", metavar="PATH", help="the file to write (default: "
+                     "stdout); for apptainer a new folder (default: <run-id>-apptainer)")
+    sub.add_argument("--seeds", type=_seeds_option, default=(), metavar="LIST",
+                     help="one replay per seed (a job array, one Job or one command each)")
+    sub.add_argument("--timeout", type=float, default=None,
+                     help="stop the replay after this many seconds (default: 6 hours)")
+    sub.add_argument("--memory", help="memory limit for the replay, e.g. 8g")
+    sub.add_argument("--cpu", action="store_true", help="replay a GPU run on the CPU")
+    _add_slurm_options(sub, on=False)
+    k8s = sub.add_argument_group("Kubernetes")
+    k8s.add_argument("--image", metavar="REF@sha256:...",
+                     help="the pushed image by digest (default: the local image's, if pushed)")
+    k8s.add_argument("--claim", default="reprobox-outputs",
+                     help="PersistentVolumeClaim for the outputs (default: reprobox-outputs)")
+    k8s.add_argument("--inputs-claim", default="reprobox-inputs",
+                     help="PersistentVolumeClaim holding the declared inputs")
+    k8s.add_argument("--namespace", help="the Jobs' namespace (default: kubectl's)")
+    _common(sub)
+    sub.set_defaults(handler=_export)
 
 
 def _add_archive_verbs(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -500,6 +500,36 @@ def _create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
     return kwargs
 
 
+def cli_flags(spec: ContainerSpec) -> list[str]:
+    """`docker create`/`docker run` options giving what `_create_kwargs` gives, env aside.
+
+    For job scripts run where reprobox is not (a Slurm node); a test holds the two together.
+    The GPU flag is left to the caller: on a cluster node the devices are the job's.
+    """
+    flags = ["--init", "--network", "bridge" if spec.network else "none",
+             "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--user", spec.user,
+             "--tmpfs", "/tmp:rw,nosuid,nodev", "--pids-limit", str(spec.pids_limit),
+             "--label", f"{_CONTAINER_LABEL}=1", "--workdir", spec.workdir]
+    if spec.read_only_root:
+        flags.append("--read-only")
+    if spec.memory:
+        flags += ["--memory", spec.memory, "--memory-swap", spec.memory]
+    for mount in spec.mounts:
+        fields = [f"source={mount.source}", f"target={mount.target}"]
+        flags += ["--mount", ",".join([*map(_csv_field, fields), "type=bind",
+                                       *(["readonly"] if mount.read_only else [])])]
+    if spec.writable_dir:
+        flags += ["--mount", f"type=volume,{_csv_field('target=' + spec.writable_dir)}"]
+    return flags
+
+
+def _csv_field(field_text: str) -> str:
+    """Docker reads --mount as one CSV row: a field with a comma or a quote is quoted."""
+    if "," in field_text or '"' in field_text:
+        return '"' + field_text.replace('"', '""') + '"'
+    return field_text
+
+
 def _anonymous_volumes(container: Any) -> list[str]:
     container.reload()
     return [str(m["Name"]) for m in container.attrs.get("Mounts") or []

@@ -14,6 +14,7 @@ ReproboxError                  base: .hint, .exit_code = 1
 ├── ReplayError                the container could not run or timed out, or an input changed
 │   └── PreflightError         this host cannot replay the run as captured (no GPU, old driver); 4
 ├── ArchiveError               an archive is corrupt, unsafe, newer, or badly signed; exit code 5
+├── ClusterError               Slurm is missing, refused a job or lost it; exit code 6
 ├── UsageError                 arguments that parse but make no sense; exit code 2
 └── Interrupted                Ctrl-C; exit code 130, nothing half-written left behind
 ProbeUnavailable               NOT a ReproboxError: a probe could not answer; capture notes it
@@ -99,6 +100,12 @@ class UsageError(ReproboxError):
     """The command line parsed but asks for something impossible (exit code 2, like argparse)."""
 
     exit_code = 2
+
+
+class ClusterError(ReproboxError):
+    """Slurm's commands are missing, it refused a job, or a job ended without a result."""
+
+    exit_code = 6
 
 
 class Interrupted(ReproboxError):

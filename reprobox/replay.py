@@ -67,6 +67,7 @@ class ReplayResult:
     gpus: bool = False  # the host's GPUs were handed to the container
     expect_tolerance: bool = False  # another GPU or the CPU: equality is not expected
     notes: list[str] = field(default_factory=list)  # what the preflight found
+    seed: int | None = None  # the seed it started from; None: the captured one (older replays)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -98,15 +99,20 @@ def replay_many(
     memory: str | None = None,
     host_gpus: Gpus = NO_GPU,
     cpu: bool = False,
+    seeds: Sequence[int] = (),
 ) -> list[Path]:
     """`count` replays in the same image, one after another; their folders, oldest first.
 
+    With `seeds`, one replay per seed instead (a seed sweep), each started from its seed.
     The environment is probed once, before the first (the image and the host are the same for
     all); each replay's environment.json adds the state its own run ended in.
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise UsageError(f"--repeat {count!r}: the number of replays must be at least 1",
                          hint="--repeat 2 or more measures run-to-run variation")
+    if seeds and count > 1:
+        raise UsageError("--repeat and --seeds together: choose one",
+                         hint="--seeds replays once per seed; --repeat N replays one seed N times")
     manifest = bundle.manifest()
     engine.ping()
     runtimes = _gpu_runtimes(manifest, engine, cpu)
@@ -119,12 +125,25 @@ def replay_many(
         )
     # again, now with what the image itself requires (a CUDA base's NVIDIA_REQUIRE_CUDA)
     plan = preflight.check(manifest, host_gpus, runtimes, cpu, engine.image_env(built.tag))
-    spec = container_spec(manifest, built, _input_mounts(bundle, manifest), timeout_s, memory,
+    spec = container_spec(manifest, built, input_mounts(bundle, manifest), timeout_s, memory,
                           plan)
-    fetch = [f"{render.PROJECT_DIR}/{o.path}" for o in manifest.outputs]
-    fetch.append(f"{render.PROJECT_DIR}/{STATE_DIR}")
+    fetch = [f"{render.PROJECT_DIR}/{path}" for path in fetched_paths(manifest)]
     how = _Replaying(spec, fetch, plan, host_gpus, _probe_environment(engine, spec))
-    return [_replay_once(bundle, engine, how, on_output) for _ in range(count)]
+    if not seeds:
+        return [_replay_once(bundle, engine, how, on_output) for _ in range(count)]
+    return [_replay_once(bundle, engine, replace(how, spec=seeded_spec(spec, seed), seed=seed),
+                         on_output) for seed in seeds]
+
+
+def fetched_paths(manifest: Manifest) -> list[str]:
+    """What a replay copies out of its container, relative to the project: the recorded
+    outputs, then the shim's state folder (last)."""
+    return [*(output.path for output in manifest.outputs), STATE_DIR]
+
+
+def seeded_spec(spec: ContainerSpec, seed: int) -> ContainerSpec:
+    """`spec` started from `seed`: the variables the seed sets, and nothing else, changed."""
+    return replace(spec, env={**spec.env, "PYTHONHASHSEED": str(seed), "REPROBOX_SEED": str(seed)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,16 +155,17 @@ class _Replaying:
     plan: preflight.Preflight
     host_gpus: Gpus
     probed: Mapping[str, Any] | str  # the container probe's report, or why there is none
+    seed: int | None = None  # a sweep's seed; None: the captured one
 
 
 def _replay_once(bundle: Bundle, engine: Engine, how: _Replaying,
                  on_output: Callable[[bytes], None]) -> Path:
-    final = bundle.replays_dir / _replay_id()
+    final = bundle.replays_dir / new_replay_id()
     with staged_dir(final) as staging:
         result = _run(engine, how.spec, how.fetch, staging, on_output, final.name, how.spec.image)
         result = replace(result, gpus=how.plan.gpus, expect_tolerance=how.plan.expect_tolerance,
-                         notes=list(how.plan.notes))
-        environment = _environment(how.probed, result, how.host_gpus)
+                         notes=list(how.plan.notes), seed=how.seed)
+        environment = replay_environment(how.probed, result, how.host_gpus)
         atomic_write(staging / "replay.json", result.to_json())
         atomic_write(staging / ENVIRONMENT_FILE, environment.to_json())
     return final
@@ -166,11 +186,17 @@ def _probe_environment(engine: Engine, spec: ContainerSpec) -> Mapping[str, Any]
         outcome = engine.run(probe, printed.append)
     except ReproboxError as exc:
         return f"the environment probe could not run: {exc}"
-    if outcome.exit_code != 0 or outcome.timed_out:
-        said = _last_line(outcome.stderr or b"".join(printed))
-        return f"the environment probe failed (exit {outcome.exit_code}): {said[:200]}"
+    return probe_report(outcome.exit_code or (-1 if outcome.timed_out else 0),
+                        outcome.stdout or b"".join(printed), outcome.stderr or b"".join(printed))
+
+
+def probe_report(exit_code: int, stdout: bytes, stderr: bytes) -> Mapping[str, Any] | str:
+    """The environment probe's report from what it printed, or why there is none."""
+    if exit_code != 0:
+        said = _last_line(stderr)
+        return f"the environment probe failed (exit {exit_code}): {said[:200]}"
     try:
-        report = json.loads(_last_line(outcome.stdout or b"".join(printed)))
+        report = json.loads(_last_line(stdout))
     except ValueError:
         report = None
     return report if isinstance(report, dict) else "the environment probe printed no report"
@@ -181,8 +207,9 @@ def _last_line(output: bytes) -> str:
     return lines[-1] if lines else "no output"
 
 
-def _environment(probed: Mapping[str, Any] | str, result: ReplayResult,
-                 host_gpus: Gpus) -> envdiff.Environment:
+def replay_environment(probed: Mapping[str, Any] | str, result: ReplayResult,
+                       host_gpus: Gpus) -> envdiff.Environment:
+    """What a replay ran on: the probe's report (or why there is none) and its end state."""
     if isinstance(probed, str):
         return envdiff.of_state(result.state, probed)
     try:
@@ -266,7 +293,7 @@ def inputs_root(bundle: Bundle) -> Path:
     return project_root(bundle)
 
 
-def _input_mounts(bundle: Bundle, manifest: Manifest) -> tuple[Mount, ...]:
+def input_mounts(bundle: Bundle, manifest: Manifest) -> tuple[Mount, ...]:
     """Declared inputs, checked against their recorded digests, mounted read-only."""
     if not manifest.inputs:
         return ()
@@ -298,7 +325,7 @@ def _check_readable(path: Path) -> None:
         )
 
 
-def _replay_id() -> str:
+def new_replay_id() -> str:
     """Time to the millisecond, so that replays made in one second still sort in order."""
     now = dt.datetime.now(dt.timezone.utc)
     return f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"

@@ -25,6 +25,7 @@ from reprobox.manifest import FileRecord, Git, Manifest, Output, Package, Python
 
 if TYPE_CHECKING:
     from reprobox.doctor import Finding
+    from reprobox.sweep import MetricSpread, Sweep
     from reprobox.variation import Variation
 
 _VERDICT_STYLE = {
@@ -450,3 +451,61 @@ def variation_table(measured: Variation) -> Table:
         largest = "—" if spread.max_abs_diff is None else f"{spread.max_abs_diff:.3g}"
         table.add_row(escape(spread.path), str(spread.distinct), largest, spread.verdict)
     return table
+
+
+_SWEEP_SEEDS_SHOWN = 8  # seeds named in the sweep table's title before "…"
+
+
+def sweep_table(sweep: Sweep) -> Table:
+    """`--seeds`: per output, one row per metric: the original beside the seeds' mean ± std,
+    range and count, and the judgement; metrics constant across the seeds last, dimmed. The
+    notes (above all, a sweep that measured nothing) are the caption."""
+    shown = ", ".join(map(str, sweep.seeds[:_SWEEP_SEEDS_SHOWN]))
+    shown += ", …" if len(sweep.seeds) > _SWEEP_SEEDS_SHOWN else ""
+    count = f"{len(sweep.seeds)} seed" + ("" if len(sweep.seeds) == 1 else "s")
+    table = Table(title=f"seed sweep over {count} ({shown})",
+                  title_justify="left", caption=_sweep_caption(sweep), caption_justify="left",
+                  box=None, header_style="bold underline", pad_edge=False)
+    table.add_column("metric", overflow="fold", ratio=1)
+    for title in ("original", "mean ± std", "min", "max", "n"):
+        table.add_column(title, justify="right", no_wrap=True)
+    table.add_column("judgement", overflow="fold", ratio=1)
+    for output, metrics in _metrics_by_output(sweep.metrics).items():
+        table.add_row(Text(output, style="bold"))
+        for metric in sorted(metrics, key=lambda m: m.constant):
+            table.add_row(Text("  " + metric.name[len(output) + 1:]),
+                          _sweep_figure(metric.original), _mean_std(metric),
+                          _sweep_figure(metric.min), _sweep_figure(metric.max), str(metric.n),
+                          Text(metric.judgement, style=_judgement_style(metric.judgement)),
+                          style="dim" if metric.constant else "")
+    return table
+
+
+def _metrics_by_output(metrics: Sequence[MetricSpread]) -> dict[str, list[MetricSpread]]:
+    """Metrics grouped by the output they came from (the part of `<path>:<metric>` before ":")."""
+    grouped: dict[str, list[MetricSpread]] = {}
+    for metric in metrics:
+        grouped.setdefault(metric.name.partition(":")[0], []).append(metric)
+    return grouped
+
+
+def _sweep_caption(sweep: Sweep) -> Text | None:
+    if not sweep.notes:
+        return None
+    lines = [Text(note, style="bold red" if sweep.seed_independent and number == 0 else "")
+             for number, note in enumerate(sweep.notes)]
+    return Text("\n").join(lines)
+
+
+def _sweep_figure(value: float | None) -> str:
+    return "—" if value is None else figure(value)
+
+
+def _mean_std(metric: MetricSpread) -> str:
+    if metric.std is None:
+        return _sweep_figure(metric.mean)
+    return f"{figure(metric.mean)} ± {figure(metric.std)}"
+
+
+def _judgement_style(judgement: str) -> str:
+    return "yellow" if "outside" in judgement or "not seed noise" in judgement else ""

@@ -10,6 +10,7 @@ import json
 import math
 import secrets
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from reprobox.errors import CaptureError
@@ -57,6 +58,16 @@ def determinism(seed: int | None, threads: int = 1, deterministic: bool = True,
         env.update(_framework_env(set(packages)))
     return Determinism(seed=seed, python_hash_seed=str(seed), threads=threads,
                        deterministic=deterministic, warn_only=warn_only, env=env)
+
+
+def with_seed(det: Determinism, seed: int) -> Determinism:
+    """`det` started from another seed (a seed sweep): the same flags, threads and env.
+
+    The recorded end state stays: the TF32 switches a replay turns off are read from it.
+    """
+    _check_seed(seed)
+    env = {**det.env, "PYTHONHASHSEED": str(seed), "REPROBOX_SEED": str(seed)}
+    return replace(det, seed=seed, python_hash_seed=str(seed), env=env)
 
 
 def _framework_env(packages: set[str]) -> dict[str, str]:

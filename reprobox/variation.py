@@ -22,6 +22,7 @@ from reprobox.compare.result import json_safe
 from reprobox.compare.tolerances import Tolerance
 from reprobox.fileio import fast_digests
 from reprobox.replay import compare_replay, compare_runs, read_result, replay_run
+from reprobox.sweep import Sweep, metrics_of, summarize
 
 # Worst last: "missing" between two replays means one wrote the file and the other did not.
 _ORDER = ("identical", "equivalent", "within_tolerance", "different", "missing", "extra")
@@ -88,6 +89,26 @@ def measure(bundle: Bundle, replay_dirs: Sequence[Path],
         verdicts=tuple(comparison.verdict for comparison in comparisons),
         outputs=_outputs(prints, spreads),
     )
+
+
+def measure_sweep(bundle: Bundle, replay_dirs: Sequence[Path],
+                  tolerances: Sequence[Tolerance] = ()) -> Sweep:
+    """A seed sweep: each replay compared with the original (its comparison.json written, as
+    `compare` does: the original's own seed reproduces it), then every metric's spread."""
+    manifest = bundle.manifest()
+    per_seed: dict[int, dict[str, float]] = {}
+    failed: dict[int, str] = {}
+    for folder in replay_dirs:
+        compare_replay(bundle, folder, tolerances)
+        result = read_result(folder)
+        seed = manifest.determinism.seed if result.seed is None else result.seed
+        if result.timed_out or result.exit_code != manifest.run.exit_code:
+            failed[seed] = ("timed out" if result.timed_out
+                            else f"exit code {result.exit_code}, the original's "
+                            f"{manifest.run.exit_code}")
+        else:
+            per_seed[seed] = metrics_of(folder / "outputs", manifest.outputs)
+    return summarize(metrics_of(bundle.outputs_dir, manifest.outputs), per_seed, failed)
 
 
 def _compared_files(bundle: Bundle, replay_dirs: Sequence[Path]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import subprocess
 import sys
 import tarfile
 import uuid
@@ -103,3 +104,32 @@ def images(docker_engine: DockerEngine) -> Iterator[ImageTracker]:
     tracker = ImageTracker(docker_engine)
     yield tracker
     tracker.remove_all()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """A real Slurm answering `sinfo`: started with scripts/slurm-single-node.sh if need be.
+
+    Skipped where there is none and none can be started (not root, no packages), except in CI
+    (REPROBOX_REQUIRE_SLURM=1), where a skipped Slurm tier is a failure.
+    """
+    script = Path(__file__).resolve().parents[2] / "scripts" / "slurm-single-node.sh"
+    if not _sinfo_answers() and os.geteuid() == 0:
+        subprocess.run([str(script)], check=False, capture_output=True, timeout=600)
+    if not _sinfo_answers():
+        reason = ("no Slurm answers `sinfo` here, and scripts/slurm-single-node.sh could not "
+                  "start one")
+        if os.environ.get("REPROBOX_REQUIRE_SLURM") == "1":
+            pytest.fail(reason)
+        pytest.skip(f"{reason}; Slurm tier skipped")
+    return subprocess.run(["sinfo", "--noheader", "--format=%N"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def _sinfo_answers() -> bool:
+    try:
+        done = subprocess.run(["sinfo", "--noheader", "--states=idle,mixed,allocated"],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and bool(done.stdout.strip())

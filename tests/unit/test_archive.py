@@ -379,7 +379,7 @@ def test_declared_inputs_travel_and_a_replay_finds_them_beside_the_unpacked_bund
     dest = tmp_path / "there"
     archive.unpack(out, dest, FakeEngine(saved={BUILT.tag: IMAGE}))
     unpacked = Bundle(archive.find_bundle(dest))
-    (mount,) = replay._input_mounts(unpacked, unpacked.manifest())
+    (mount,) = replay.input_mounts(unpacked, unpacked.manifest())
     assert mount.source == str(dest / "inputs" / "data" / "train.csv") and mount.read_only
 
 

@@ -56,14 +56,19 @@ ALLOWED: dict[str, set[str]] = {
         "fileio",
         "envdiff",
     },
-    "variation": {"replay", "bundle", "compare", "fileio"},
+    "variation": {"replay", "bundle", "compare", "fileio", "sweep"},
+    # seed sweeps: metrics of each replay -> mean, std, range beside the original's; pure
+    "sweep": {"manifest", "compare", "errors", "seeding", "fileio"},
+    # cluster engines: scripts and documents (pure), Slurm's commands, a replay through Slurm
+    "cluster": {"cluster", "manifest", "engine", "render", "seeding", "errors", "capture",
+                "envdiff", "preflight", "build", "bundle", "fileio", "replay"},
     "signing": {"errors", "fileio"},
     "reproduce": {"manifest", "errors", "preflight", "seeding", "render"},
     "archive": {"bundle", "build", "engine", "baseimage", "errors", "fileio", "manifest",
                 "reproduce", "signing", "lock", "wheelhouse", "replay"},
     "doctor": {"manifest", "bundle", "capture", "preflight", "cuda", "lock", "errors",
                "fileio"},
-    "report": {"manifest", "compare", "doctor", "variation", "errors"},
+    "report": {"manifest", "compare", "doctor", "variation", "sweep", "errors"},
     "html_report": {"report", "compare", "errors", "fileio"},
     "cli": {"*"},
     "__init__": {"errors", "manifest"},
@@ -73,7 +78,7 @@ THIRD_PARTY_HOMES = {
     "docker": {"engine"},
     "rich": {"report", "cli"},
     "torch": set(),
-    "jinja2": {"render", "html_report", "reproduce"},
+    "jinja2": {"render", "html_report", "reproduce", "cluster"},
 }
 
 

@@ -58,7 +58,7 @@ def _bundle_with_input(tmp_path: Path, sample_manifest: Manifest, data: bytes) -
 
 def test_inputs_are_mounted_read_only(tmp_path: Path, sample_manifest: Manifest) -> None:
     bundle, manifest, project = _bundle_with_input(tmp_path, sample_manifest, b"a,b\n1,2\n")
-    (mount,) = replay_module._input_mounts(bundle, manifest)
+    (mount,) = replay_module.input_mounts(bundle, manifest)
     assert mount.read_only and mount.target == "/app/data/train.csv"
     assert mount.source == str(project / "data" / "train.csv")
 
@@ -67,10 +67,10 @@ def test_a_changed_input_is_refused(tmp_path: Path, sample_manifest: Manifest) -
     bundle, manifest, project = _bundle_with_input(tmp_path, sample_manifest, b"a,b\n1,2\n")
     (project / "data" / "train.csv").write_bytes(b"a,b\n1,3\n")
     with pytest.raises(ReplayError, match="train.csv changed since capture"):
-        replay_module._input_mounts(bundle, manifest)
+        replay_module.input_mounts(bundle, manifest)
     (project / "data" / "train.csv").unlink()
     with pytest.raises(ReplayError, match="train.csv is missing"):
-        replay_module._input_mounts(bundle, manifest)
+        replay_module.input_mounts(bundle, manifest)
 
 
 def test_project_root_needs_the_runs_layout(tmp_path: Path) -> None:
@@ -96,7 +96,7 @@ def test_an_input_the_container_user_cannot_read_is_refused(
     bundle, manifest, project = _bundle_with_input(tmp_path, sample_manifest, b"a\n")
     (project / "data" / "train.csv").chmod(0o600)
     with pytest.raises(ReplayError, match="not readable by the replay's user") as err:
-        replay_module._input_mounts(bundle, manifest)
+        replay_module.input_mounts(bundle, manifest)
     assert "chmod o+r" in (err.value.hint or "")
 
 

@@ -332,3 +332,71 @@ def test_the_schema_names_every_field_of_the_result() -> None:
         fields = {f.name for f in dataclasses.fields(record)}
         assert set(defs[name]["properties"]) == fields == set(defs[name]["required"]), name
     assert set(SCHEMA["required"]) == set(Comparison("identical", ()).to_dict())
+
+
+# --- sweep_table ---------------------------------------------------------------------------------
+
+
+def _sweep_text(original: dict[str, float], per_seed: dict[int, dict[str, float]],
+                failed: dict[int, str] | None = None) -> list[str]:
+    from reprobox.report import sweep_table
+    from reprobox.sweep import summarize
+
+    console = Console(record=True, width=80, file=io.StringIO())
+    console.print(sweep_table(summarize(original, per_seed, failed)))
+    return console.export_text().splitlines()
+
+
+def _judgement(lines: list[str], row: str) -> str:
+    """The judgement cell of the row starting with `row`, its wrapped lines joined."""
+    column = lines[1].index("judgement")
+    start = next(number for number, line in enumerate(lines) if line.startswith(row))
+    cell = [lines[start][column:].strip()]
+    for line in lines[start + 1:]:
+        if line[:column].strip() or not line[column:].strip():
+            break
+        cell.append(line[column:].strip())
+    return " ".join(cell)
+
+
+def test_sweep_table_shows_each_metric_beside_the_seeds_in_80_columns() -> None:
+    per_seed = {seed: {"out/metrics.json:final_loss": float(seed),
+                       "out/metrics.json:epochs": 5.0,
+                       "out/loss.csv:loss": 0.01 * seed} for seed in (1, 2, 3)}
+    lines = _sweep_text({"out/metrics.json:final_loss": 2.5, "out/metrics.json:epochs": 5.0,
+                         "out/loss.csv:loss": 0.1}, per_seed, {4: "exit code 1"})
+    assert all(len(line) <= 80 for line in lines)
+    assert lines[0].startswith("seed sweep over 3 seeds (1, 2, 3)")
+    assert lines[1].split() == ["metric", "original", "mean", "±", "std", "min", "max", "n",
+                                "judgement"]
+    text = "\n".join(lines)
+    # grouped by output, the constant metric after the one that moved with the seed
+    assert text.index("out/metrics.json") < text.index("final_loss") < text.index("epochs") \
+        < text.index("out/loss.csv")
+    final_loss = next(line for line in lines if "final_loss" in line)
+    assert final_loss.split()[1:7] == ["2.5", "2", "±", "1", "1", "3"]
+    assert _judgement(lines, "  final_loss") == "within the seeds' range (0.5 σ from the mean)"
+    loss = next(line for line in lines if line.startswith("  loss"))
+    assert loss.split()[1:7] == ["0.1", "0.02", "±", "0.01", "0.01", "0.03"]
+    assert _judgement(lines, "  loss") == "outside the seeds' range: 8.0 σ from the mean"
+    assert "constant" in next(line for line in lines if "epochs" in line)
+    assert lines[-1] == "seed 4 not counted: exit code 1".ljust(len(lines[-1]))
+
+
+def test_sweep_table_says_loudly_when_the_seed_changed_nothing() -> None:
+    same = {"out/metrics.json:final_loss": 0.25}
+    lines = _sweep_text(dict(same), {1: dict(same), 2: dict(same)})
+    caption = " ".join(line.strip() for line in lines if "seed" in line and "±" not in line)
+    assert "every seed gave exactly the same metrics" in caption
+    assert "did not depend on the seed" in caption
+
+
+def test_sweep_table_shows_missing_values_as_dashes() -> None:
+    lines = _sweep_text({"a.json:x": 1.0}, {7: {"a.json:y": 2.0}})
+    x = next(line for line in lines if line.startswith("  x"))
+    y = next(line for line in lines if line.startswith("  y"))
+    assert x.split()[1:7] == ["1", "—", "—", "—", "0", "no"]
+    assert y.split()[1:6] == ["—", "2", "2", "2", "1"]
+    assert lines[0].startswith("seed sweep over 1 seed (7)")
+    assert _judgement(lines, "  y") == "not in the original's outputs"
+    assert any("one seed: a replay from another seed" in line for line in lines)

@@ -1,0 +1,173 @@
+"""A replay → the Slurm batch script that runs it on a node: pure, the same input the same bytes.
+
+One script serves one seed or a sweep (a job array, one task per seed). Each task runs the
+image with Docker, or with Apptainer where the node has it, hardened as a local replay is, and
+leaves its results in `<work>/task-<n>/` for `slurm_replay` to gather. `reprobox export slurm`
+writes the same script without submitting it.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import jinja2
+
+from reprobox import render
+from reprobox.cluster import apptainer
+from reprobox.engine import ContainerSpec, cli_flags
+from reprobox.errors import UsageError
+from reprobox.manifest import Manifest
+
+ENGINES = ("auto", "docker", "apptainer")
+SEED_VARS = ("PYTHONHASHSEED", "REPROBOX_SEED")  # set by the script from the task's seed
+MAX_TASKS = 1000  # Slurm's default MaxArraySize is 1001
+_TIME = re.compile(r"\d+|\d+:\d{2}|\d+:\d{2}:\d{2}|\d+-\d+|\d+-\d+:\d{2}|\d+-\d+:\d{2}:\d{2}")
+_SLURM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("reprobox", "templates"), undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True, autoescape=False,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SlurmOptions:
+    """What the job asks Slurm for; None leaves it to the partition's defaults."""
+
+    partition: str | None = None
+    gpus: int = 0
+    time: str | None = None  # Slurm's format: minutes, [D-]HH:MM[:SS], ...
+    cpus: int = 1
+    engine: str = "auto"  # auto: Apptainer where the node has it, else Docker
+
+    def __post_init__(self) -> None:
+        if self.partition is not None and not _SLURM_NAME.fullmatch(self.partition):
+            raise UsageError(f"--partition {self.partition!r} is not a Slurm partition name",
+                             hint="`sinfo --summarize` lists the partitions")
+        if self.time is not None and not _TIME.fullmatch(self.time):
+            raise UsageError(f"--time {self.time!r} is not a Slurm time limit",
+                             hint="minutes (90), HH:MM:SS (01:30:00) or D-HH:MM (1-12:00)")
+        if self.engine not in ENGINES:
+            raise UsageError(f"container engine {self.engine!r} is not one of "
+                             f"{', '.join(ENGINES)}", hint="auto picks Apptainer, then Docker")
+
+
+@dataclass(frozen=True, slots=True)
+class JobFiles:
+    """Where the job finds and leaves things: absolute paths on storage the nodes share."""
+
+    work: str  # the job's folder; task-<n>/ under it
+    image_tar: str  # `docker save` of the image, for a node that lacks it and for Apptainer
+    sif: str  # the Apptainer image built from image_tar, once
+    probe_dir: str | None = None  # the environment probe's scripts; None: no probe (an export)
+
+
+def batch_script(manifest: Manifest, run_id: str, spec: ContainerSpec, seeds: Sequence[int],
+                 options: SlurmOptions, files: JobFiles, fetch: Sequence[str]) -> str:
+    """The batch script replaying `spec` once per seed; `fetch`: paths under the project."""
+    _check_seeds(seeds)
+    env = {name: value for name, value in spec.env.items() if name not in SEED_VARS}
+    spec = replace(spec, env=env)
+    return _TEMPLATES.get_template("slurm-job.sh.j2").render(
+        run_id=run_id, seed_count=len(seeds),
+        seeds_text=", ".join(map(str, seeds)), command=shlex.join(manifest.run.argv),
+        image=spec.image, image_q=shlex.quote(spec.image), header=_header(files),
+        job_name=f"reprobox-{run_id}"[:64], log_pattern=f"{files.work}/slurm-%A_%a.out",
+        cpus=options.cpus, partition=options.partition, gpus=options.gpus, time=options.time,
+        array=f"0-{len(seeds) - 1}" if len(seeds) > 1 else None, probe=files.probe_dir is not None,
+        work=shlex.quote(files.work), image_tar=shlex.quote(files.image_tar),
+        sif=shlex.quote(files.sif), seeds=" ".join(map(str, seeds)), engine=options.engine,
+        env_lines=" ".join(shlex.quote(line) for line in _env_lines(env)),
+        docker_create=_words([*cli_flags(spec), spec.image, *spec.argv]),
+        docker_probe=_docker_probe(spec, files), timeout_s=_seconds(spec.timeout_s),
+        fetch=" ".join(shlex.quote(path) for path in fetch), project_dir=render.PROJECT_DIR,
+        **_apptainer_parts(spec, files, options.gpus > 0),
+    )
+
+
+def _check_seeds(seeds: Sequence[int]) -> None:
+    if not seeds:
+        raise UsageError("no seeds to replay", hint="--seeds 1,2,3")
+    if len(seeds) > MAX_TASKS:
+        raise UsageError(f"{len(seeds)} seeds: a Slurm job array holds at most {MAX_TASKS}",
+                         hint="split the sweep into several submissions")
+
+
+def _env_lines(env: dict[str, str]) -> list[str]:
+    """NAME=VALUE lines as Docker's --env-file reads them: literally, one per line."""
+    for name, value in env.items():
+        if not _ENV_NAME.fullmatch(name) or "\n" in value or "\0" in value:
+            raise UsageError(f"environment variable {name!r} cannot be passed to a job "
+                             "(an odd name, or a newline in its value)",
+                             hint="drop it from the run's environment and capture again")
+    return [f"{name}={value}" for name, value in sorted(env.items())]
+
+
+def _header(files: JobFiles) -> list[str]:
+    if files.probe_dir is None:
+        return ["Written by `reprobox export slurm`; submit it with `sbatch` from any folder.",
+                "Needs the image saved where IMAGE_TAR says (`docker save`), unless the nodes",
+                "have it; outputs land in WORK/task-<n>/fetched/."]
+    return ["Written and submitted by `reprobox replay --on slurm`, which gathers the results."]
+
+
+def _docker_probe(spec: ContainerSpec, files: JobFiles) -> str:
+    """`docker run` options, image and command of the environment probe, as in a replay."""
+    if files.probe_dir is None:
+        return ""
+    probe = _probe_spec(spec, files.probe_dir)
+    return _words([*cli_flags(probe), probe.image, *probe.argv])
+
+
+def _probe_spec(spec: ContainerSpec, probe_dir: str) -> ContainerSpec:
+    # imported here: envdiff pulls in the comparison code, which a script writer rarely needs
+    from reprobox import envdiff
+    from reprobox.engine import Mount
+
+    folder = "/opt/reprobox/probe"
+    mounts = tuple(Mount(f"{probe_dir}/{path.name}", f"{folder}/{path.name}")
+                   for path in envdiff.PROBE_SCRIPTS)
+    return replace(spec, argv=envdiff.probe_command(folder), mounts=mounts, writable_dir=None,
+                   workdir="/tmp")
+
+
+def _apptainer_parts(spec: ContainerSpec, files: JobFiles, gpus: bool) -> dict[str, object]:
+    """The Apptainer half of the script; paths are quoted here, `$OUT` left to the shell."""
+    project, scratch = '"$OUT"/fetched', '"$OUT"/scratch'
+    sif, image_tar = shlex.quote(files.sif), shlex.quote(files.image_tar)
+    prepare = [
+        *_or_fail(apptainer.build_sif_lines(image_tar, sif), "apptainer could not build $SIF"),
+        *_or_fail(apptainer.prepare_project_lines(sif, project),
+                  "apptainer could not copy the image's project out"),
+        *_or_fail(apptainer.bind_point_lines(spec, project) or [":"],
+                  "cannot make the inputs' bind points"),
+        f"mkdir -p {scratch} || fail \"cannot make $OUT/scratch\"",
+    ]
+    parts: dict[str, object] = {
+        "apptainer_prepare": prepare,
+        "apptainer_env": apptainer.env_export_lines(spec),
+        "apptainer_exec": " ".join(apptainer.exec_words(spec, sif, project, gpus,
+                                                        scratch_dir=scratch)),
+        "apptainer_probe": "",
+    }
+    if files.probe_dir is not None:
+        probe = _probe_spec(spec, files.probe_dir)
+        parts["apptainer_probe"] = " ".join(apptainer.exec_words(probe, sif, None, gpus,
+                                                                 scratch_dir=scratch))
+    return parts
+
+
+def _or_fail(lines: list[str], message: str) -> list[str]:
+    """A helper's lines, the whole command failing the task with `message`."""
+    return [*lines[:-1], f"{lines[-1]} || fail \"{message} on $(hostname)\""]
+
+
+def _words(words: Sequence[str]) -> str:
+    return " ".join(shlex.quote(word) for word in words)
+
+
+def _seconds(timeout_s: float | None) -> str:
+    return f"{int(timeout_s)}s" if timeout_s else "0"  # timeout(1): 0 means no limit

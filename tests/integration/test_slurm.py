@@ -1,0 +1,146 @@
+"""Replays through a real Slurm: one replay, a three-seed sweep as a job array, refusals, Ctrl-C.
+
+The cluster is this machine: munge, slurmctld and slurmd from Debian's packages, started by
+scripts/slurm-single-node.sh (CI runs it). Jobs run the image with Docker on the node, as a
+cluster without Apptainer does; the bundle's folder is the shared storage.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reprobox.baseimage import BaseImage
+from reprobox.bundle import Bundle
+
+from .helpers import (
+    EXAMPLES,
+    ImageTracker,
+    assert_one_line_error,
+    interrupt,
+    make_project,
+    numpy_venv,
+    only_bundle,
+    reprobox,
+    reprobox_process,
+    venv_env,
+    wait_for_line,
+)
+
+pytestmark = [pytest.mark.docker, pytest.mark.slurm]
+CAPTURED_SEED = 3
+
+
+@dataclass(frozen=True)
+class Built:
+    """numpy-sgd captured with seed 3 and built."""
+
+    project: Path
+    bundle: Bundle
+
+
+@pytest.fixture(scope="module")
+def built(base_image: BaseImage, images: ImageTracker, slurm_cluster: str,
+          tmp_path_factory: pytest.TempPathFactory) -> Built:
+    env = venv_env(numpy_venv(tmp_path_factory))
+    project = images.track(make_project(tmp_path_factory.mktemp("slurm"), "slurm",
+                                        copy_from=EXAMPLES / "numpy-sgd"))
+    captured = reprobox(["capture", "--seed", str(CAPTURED_SEED), "--", "python", "train.py"],
+                        project, env)
+    assert captured.code == 0, captured
+    bundle = only_bundle(project)
+    assert reprobox(["build", str(bundle.path)], project).code == 0
+    return Built(project, bundle)
+
+
+def _queue_is_empty() -> bool:
+    done = subprocess.run(["squeue", "--noheader"], capture_output=True, text=True, check=True)
+    return not done.stdout.strip()
+
+
+def test_a_replay_through_slurm_reproduces_and_is_a_replay_like_any_other(built: Built) -> None:
+    before = set(built.bundle.replays())
+    result = reprobox(["run", "--on", "slurm", str(built.bundle.path)], built.project)
+    assert result.code == 0, result
+    assert "REPRODUCED" in result.out
+    (folder,) = set(built.bundle.replays()) - before
+    record = json.loads((folder / "replay.json").read_text())
+    assert record["exit_code"] == 0 and not record["timed_out"]
+    assert any(note.startswith("replayed by Slurm job") and "with docker" in note
+               for note in record["notes"])
+    assert record["state"]["numpy.version"]  # the shim's state came back from the node
+    environment = json.loads((folder / "environment.json").read_text())
+    assert environment["python"]["version"].startswith("3.")  # probed inside the job
+    comparison = json.loads((folder / "comparison.json").read_text())
+    assert comparison["verdict"] == "identical"
+    assert "submitted Slurm job" in result.err
+    # the job's folder is gone; the saved image stays for the next submission
+    jobs = built.bundle.path / "jobs"
+    assert [p.name for p in jobs.iterdir()] == ["images"]
+    assert len(list((jobs / "images").glob("*.tar"))) == 1
+
+
+def test_a_three_seed_sweep_is_a_job_array_with_a_table(built: Built) -> None:
+    before = set(built.bundle.replays())
+    seeds = [CAPTURED_SEED, 11, 12]
+    result = reprobox(["run", "--on", "slurm", "--seeds", ",".join(map(str, seeds)), "--json",
+                       str(built.bundle.path)], built.project)
+    assert result.code == 0, result
+    folders = sorted(set(built.bundle.replays()) - before)
+    records = [json.loads((f / "replay.json").read_text()) for f in folders]
+    assert sorted(r["seed"] for r in records) == sorted(seeds)
+    tasks = {note for r in records for note in r["notes"] if "Slurm job" in note}
+    assert len({note.split(" task ")[0] for note in tasks}) == 1  # one array job
+    sweep = json.loads(result.out)["sweep"]
+    (final_loss,) = [m for m in sweep["metrics"] if m["name"] == "out/metrics.json:final_loss"]
+    losses = []
+    for folder, record in zip(folders, records, strict=True):
+        metrics = json.loads((folder / "outputs" / "out" / "metrics.json").read_text())
+        losses.append(metrics["final_loss"])
+        weights = np.load(folder / "outputs" / "out" / "weights.npy")
+        original = np.load(built.bundle.outputs_dir / "out" / "weights.npy")
+        assert np.array_equal(weights, original) == (record["seed"] == CAPTURED_SEED)
+    assert final_loss["n"] == 3
+    assert final_loss["mean"] == pytest.approx(float(np.mean(losses)))
+    assert final_loss["std"] == pytest.approx(float(np.std(losses, ddof=1)))
+    assert final_loss["min"] == min(losses) and final_loss["max"] == max(losses)
+    table = reprobox(["replay", "--seeds", "3", str(built.bundle.path)], built.project)
+    assert table.code == 0, table
+
+
+def test_a_partition_slurm_does_not_have_is_refused_in_one_line(built: Built) -> None:
+    before = set(built.bundle.replays())
+    result = reprobox(["replay", "--on", "slurm", "--partition", "nosuchpartition",
+                       str(built.bundle.path)], built.project)
+    assert_one_line_error(result, "sbatch could not submit", "partition", code=6)
+    assert set(built.bundle.replays()) == before
+    assert [p.name for p in (built.bundle.path / "jobs").iterdir()] == ["images"]
+
+
+def test_slurm_options_without_on_slurm_are_a_usage_error(built: Built) -> None:
+    result = reprobox(["replay", "--partition", "debug", str(built.bundle.path)], built.project)
+    assert_one_line_error(result, "--partition is for Slurm replays", code=2)
+
+
+def test_ctrl_c_while_following_cancels_the_job_and_leaves_nothing(built: Built,
+                                                                   tmp_path: Path) -> None:
+    before = set(built.bundle.replays())
+    # a job that cannot start yet: it asks for more CPUs than the node has... for a while
+    process = reprobox_process(["replay", "--on", "slurm", "--seeds", "1-2",
+                                str(built.bundle.path)], built.project, {})
+    assert process.stderr is not None
+    wait_for_line(process, process.stderr, "submitted Slurm job", timeout_s=120)
+    code, _, err = interrupt(process)
+    assert code == 130, err
+    deadline = time.monotonic() + 30
+    while not _queue_is_empty() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _queue_is_empty()
+    assert set(built.bundle.replays()) == before
+    assert [p.name for p in (built.bundle.path / "jobs").iterdir()] == ["images"]
