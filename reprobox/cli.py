@@ -189,10 +189,11 @@ def _do_replay(args: argparse.Namespace,
         err.print(f"[yellow]warning:[/] {escape(note)}", soft_wrap=True)
     for folder, result in zip(folders, results, strict=True):
         timed_out = " (timed out)" if result.timed_out else ""
-        err.print(
-            f"replay {result.replay_id}: exit code {result.exit_code}{timed_out} -> {folder}",
-            soft_wrap=True,
-        )
+        details = [f"seed {result.seed}"] if args.seeds else []
+        details += [result.where] if result.where else []
+        how = f" ({', '.join(details)})" if details else ""
+        err.print(f"replay {result.replay_id}{how}: exit code {result.exit_code}{timed_out} "
+                  f"-> {folder}", soft_wrap=True, markup=False)
     return target, folders, all(r.exit_code == 0 and not r.timed_out for r in results)
 
 
@@ -664,11 +665,18 @@ def _add_compared_runs(sub: argparse.ArgumentParser) -> None:
                      "outputs and tolerances (default: A's newest replay, or A's original)")
 
 
-def _add_slurm_options(sub: argparse.ArgumentParser, on: bool = True) -> None:
+def _add_slurm_options(sub: argparse.ArgumentParser, on: bool = True,
+                       slurm_only: bool = True) -> None:
+    """Slurm's options; `--gpus` alone where they are not Slurm's (exports to other engines)."""
     if on:
         sub.add_argument("--on", choices=("local", "slurm"), default="local",
                          help="where to replay: this host's Docker (default) or a Slurm job "
                          "(Docker or Apptainer on the node; the bundle on shared storage)")
+    if not slurm_only:
+        sub.add_argument("--gpus", type=_whole_number, default=0, metavar="N",
+                         help="GPUs per replay (default: as many as the run used)")
+        sub.set_defaults(partition=None, time=None, container_engine="auto")
+        return
     slurm = sub.add_argument_group("Slurm (with --on slurm, or export slurm)")
     slurm.add_argument("--partition", help="the partition to submit to (default: Slurm's)")
     slurm.add_argument("--gpus", type=_whole_number, default=0, metavar="N",
@@ -716,25 +724,38 @@ def _add_doctor(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type
 def _add_export(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sub = verbs.add_parser("export", help="write a Slurm script, Kubernetes Job or Apptainer "
                            "recipe that replays a bundle (nothing is submitted)")
-    sub.add_argument("target", choices=("slurm", "kubernetes", "apptainer"))
+    targets = sub.add_subparsers(dest="target", required=True, metavar="TARGET")
+    for target, helptext in (
+        ("slurm", "a batch script (a job array for --seeds), Docker or Apptainer on the node"),
+        ("kubernetes", "batch/v1 Jobs, one per seed, by image digest, hardened"),
+        ("apptainer", "a definition file and the commands to build and run the SIF"),
+    ):
+        _add_export_target(targets.add_parser(target, help=helptext), target)
+
+
+def _add_export_target(sub: argparse.ArgumentParser, target: str) -> None:
     sub.add_argument("bundle", nargs="?", help="bundle folder or run id (default: the newest)")
-    sub.add_argument("-o", "--output", metavar="PATH", help="the file to write (default: "
-                     "stdout); for apptainer a new folder (default: <run-id>-apptainer)")
+    where = "a new folder (default: <run-id>-apptainer)" if target == "apptainer" else \
+        "the file to write (default: stdout)"
+    sub.add_argument("-o", "--output", metavar="PATH", help=where)
     sub.add_argument("--seeds", type=_seeds_option, default=(), metavar="LIST",
-                     help="one replay per seed (a job array, one Job or one command each)")
+                     help="one replay per seed (default: the captured seed)")
     sub.add_argument("--timeout", type=float, default=None,
                      help="stop the replay after this many seconds (default: 6 hours)")
     sub.add_argument("--memory", help="memory limit for the replay, e.g. 8g")
     sub.add_argument("--cpu", action="store_true", help="replay a GPU run on the CPU")
-    _add_slurm_options(sub, on=False)
-    k8s = sub.add_argument_group("Kubernetes")
-    k8s.add_argument("--image", metavar="REF@sha256:...",
-                     help="the pushed image by digest (default: the local image's, if pushed)")
-    k8s.add_argument("--claim", default="reprobox-outputs",
-                     help="PersistentVolumeClaim for the outputs (default: reprobox-outputs)")
-    k8s.add_argument("--inputs-claim", default="reprobox-inputs",
-                     help="PersistentVolumeClaim holding the declared inputs")
-    k8s.add_argument("--namespace", help="the Jobs' namespace (default: kubectl's)")
+    _add_slurm_options(sub, on=False, slurm_only=target == "slurm")
+    if target == "kubernetes":
+        sub.add_argument("--image", metavar="REF@sha256:...",
+                         help="the pushed image by digest (default: the local image's, if "
+                         "pushed)")
+        sub.add_argument("--claim", default="reprobox-outputs",
+                         help="PersistentVolumeClaim for the outputs (default: reprobox-outputs)")
+        sub.add_argument("--inputs-claim", default="reprobox-inputs",
+                         help="PersistentVolumeClaim holding the declared inputs")
+        sub.add_argument("--namespace", help="the Jobs' namespace (default: kubectl's)")
+    sub.set_defaults(image=None, claim="reprobox-outputs", inputs_claim="reprobox-inputs",
+                     namespace=None)
     _common(sub)
     sub.set_defaults(handler=_export)
 

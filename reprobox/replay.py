@@ -68,6 +68,7 @@ class ReplayResult:
     expect_tolerance: bool = False  # another GPU or the CPU: equality is not expected
     notes: list[str] = field(default_factory=list)  # what the preflight found
     seed: int | None = None  # the seed it started from; None: the captured one (older replays)
+    where: str = ""  # what ran it, where not this host's Docker: "Slurm job 8 task 0 on node1"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"

@@ -60,7 +60,8 @@ def _slurm(bundle: Bundle, built: BuiltImage, spec: ContainerSpec, seeds: Sequen
            request: ExportRequest, gpus: int) -> str:
     images = bundle.jobs_dir.resolve() / "images"
     work = bundle.jobs_dir.resolve() / "export"
-    files = JobFiles(str(work), str(images / "image.tar"), str(images / "image.sif"))
+    files = JobFiles(str(work), str(images / "image.tar"), str(images / "image.sif"),
+                     log_pattern=f"reprobox-{bundle.run_id}-%A_%a.out")
     options = replace(request.slurm, gpus=gpus)
     return batch_script(bundle.manifest(), bundle.run_id, spec, seeds, options, files,
                         fetched_paths(bundle.manifest()))

@@ -108,7 +108,7 @@ def _write_job(bundle: Bundle, engine: Engine, built: BuiltImage, plan: prefligh
     for script in envdiff.PROBE_SCRIPTS:
         shutil.copyfile(script, probe_dir / script.name)
     files = JobFiles(str(work.resolve()), str(image_tar), str(image_tar.with_suffix(".sif")),
-                     str(probe_dir.resolve()))
+                     str(probe_dir.resolve()), f"{work.resolve()}/slurm-%A_%a.out")
     options = replace(request.options, gpus=plan.gpu_count)
     text = batch_script(manifest, bundle.run_id, spec, seeds, options, files,
                         fetched_paths(manifest))
@@ -187,8 +187,8 @@ def _gather_all(bundle: Bundle, slurm: Slurm, job_id: str, work: Path, built: Bu
             failures.append(result)
             continue
         result = replace(result, image=built.tag, gpus=plan.gpus, seed=seed,
-                         expect_tolerance=plan.expect_tolerance,
-                         notes=[*plan.notes, _where(job_id, task, task_dir)])
+                         expect_tolerance=plan.expect_tolerance, notes=list(plan.notes),
+                         where=_where(job_id, task, task_dir))
         folders.append(_gather(bundle, task_dir, result))
     if failures:
         kept = f"; {len(folders)} of {len(seeds)} replays were gathered" if folders else ""
@@ -265,7 +265,7 @@ def _collect_outputs(manifest: Manifest, fetched: Path, outputs: Path) -> None:
 def _where(job_id: str, task: int, task_dir: Path) -> str:
     engine = _read(task_dir / "engine") or "?"
     node = _read(task_dir / "node") or "?"
-    return f"replayed by Slurm job {job_id} task {task} on {node} with {engine}"
+    return f"Slurm job {job_id} task {task} on {node} with {engine}"
 
 
 def _read(path: Path) -> str | None:

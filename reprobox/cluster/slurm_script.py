@@ -63,6 +63,8 @@ class JobFiles:
     image_tar: str  # `docker save` of the image, for a node that lacks it and for Apptainer
     sif: str  # the Apptainer image built from image_tar, once
     probe_dir: str | None = None  # the environment probe's scripts; None: no probe (an export)
+    # Slurm's own log of each task; it must be in a folder that exists when the job starts
+    log_pattern: str = "slurm-%A_%a.out"  # relative: the folder sbatch was run in
 
 
 def batch_script(manifest: Manifest, run_id: str, spec: ContainerSpec, seeds: Sequence[int],
@@ -74,8 +76,8 @@ def batch_script(manifest: Manifest, run_id: str, spec: ContainerSpec, seeds: Se
     return _TEMPLATES.get_template("slurm-job.sh.j2").render(
         run_id=run_id, seed_count=len(seeds),
         seeds_text=", ".join(map(str, seeds)), command=shlex.join(manifest.run.argv),
-        image=spec.image, image_q=shlex.quote(spec.image), header=_header(files),
-        job_name=f"reprobox-{run_id}"[:64], log_pattern=f"{files.work}/slurm-%A_%a.out",
+        image=spec.image, image_q=shlex.quote(spec.image), header=_header(files, spec.image),
+        job_name=f"reprobox-{run_id}"[:64], log_pattern=files.log_pattern,
         cpus=options.cpus, partition=options.partition, gpus=options.gpus, time=options.time,
         array=f"0-{len(seeds) - 1}" if len(seeds) > 1 else None, probe=files.probe_dir is not None,
         work=shlex.quote(files.work), image_tar=shlex.quote(files.image_tar),
@@ -106,11 +108,14 @@ def _env_lines(env: dict[str, str]) -> list[str]:
     return [f"{name}={value}" for name, value in sorted(env.items())]
 
 
-def _header(files: JobFiles) -> list[str]:
+def _header(files: JobFiles, image: str) -> list[str]:
     if files.probe_dir is None:
-        return ["Written by `reprobox export slurm`; submit it with `sbatch` from any folder.",
-                "Needs the image saved where IMAGE_TAR says (`docker save`), unless the nodes",
-                "have it; outputs land in WORK/task-<n>/fetched/."]
+        return ["Written by `reprobox export slurm`: submit it with `sbatch FILE`. Nodes without",
+                "the image load it (Docker) or build a SIF (Apptainer) from IMAGE_TAR; make it",
+                f"on a host that has the image: docker save {shlex.quote(image)} -o "
+                f"{shlex.quote(files.image_tar)}",
+                "Outputs land in WORK/task-<n>/fetched/, the run's streams beside them; Slurm's",
+                "log in the folder sbatch ran in."]
     return ["Written and submitted by `reprobox replay --on slurm`, which gathers the results."]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -205,3 +206,44 @@ def test_ctrl_c_leaves_no_container_or_volume(
     assert client.containers.list(all=True, filters={"label": "reprobox.container"}) == []
     assert {v.name for v in client.volumes.list()} <= volumes_before
     client.close()
+
+
+_HOST_CONFIG_KEYS = ("NetworkMode", "CapDrop", "SecurityOpt", "ReadonlyRootfs", "Tmpfs",
+                     "PidsLimit", "Init", "Memory", "MemorySwap")
+
+
+def test_cli_flags_make_the_container_the_engine_makes(
+    docker_engine: DockerEngine, app_image: str, tmp_path: Path
+) -> None:
+    """A Slurm job's `docker create` (engine.cli_flags) must harden as the engine does."""
+    odd = tmp_path / "in, with a comma"
+    odd.mkdir()
+    (odd / "data.csv").write_text("1\n")
+    spec = ContainerSpec(image=app_image, argv=("true",), env={}, workdir=WORKDIR,
+                         mounts=(Mount(str(odd / "data.csv"), f"{WORKDIR}/data.csv"),),
+                         writable_dir=f"{WORKDIR}/out", memory="256m")
+    from reprobox.engine import _create_kwargs, cli_flags
+
+    by_engine = docker_engine.client.containers.create(**_create_kwargs(spec))
+    created = subprocess.run(["docker", "create", *cli_flags(spec), app_image, "true"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    by_cli = docker_engine.client.containers.get(created)
+    try:
+        for container in (by_engine, by_cli):
+            container.reload()
+        one, other = by_engine.attrs, by_cli.attrs
+        for key in _HOST_CONFIG_KEYS:
+            assert one["HostConfig"][key] == other["HostConfig"][key], key
+        for key in ("User", "WorkingDir", "Labels"):
+            assert one["Config"][key] == other["Config"][key], key
+        assert _mounts(one) == _mounts(other)
+    finally:
+        for container in (by_engine, by_cli):
+            container.remove(v=True, force=True)
+
+
+def _mounts(attrs: dict[str, object]) -> list[tuple[object, ...]]:
+    mounts = attrs["Mounts"]
+    assert isinstance(mounts, list)
+    return sorted((m["Type"], m.get("Source") if m["Type"] == "bind" else None,
+                   m["Destination"], m["RW"]) for m in mounts)

@@ -72,8 +72,7 @@ def test_a_replay_through_slurm_reproduces_and_is_a_replay_like_any_other(built:
     (folder,) = set(built.bundle.replays()) - before
     record = json.loads((folder / "replay.json").read_text())
     assert record["exit_code"] == 0 and not record["timed_out"]
-    assert any(note.startswith("replayed by Slurm job") and "with docker" in note
-               for note in record["notes"])
+    assert record["where"].startswith("Slurm job") and record["where"].endswith("with docker")
     assert record["state"]["numpy.version"]  # the shim's state came back from the node
     environment = json.loads((folder / "environment.json").read_text())
     assert environment["python"]["version"].startswith("3.")  # probed inside the job
@@ -95,8 +94,7 @@ def test_a_three_seed_sweep_is_a_job_array_with_a_table(built: Built) -> None:
     folders = sorted(set(built.bundle.replays()) - before)
     records = [json.loads((f / "replay.json").read_text()) for f in folders]
     assert sorted(r["seed"] for r in records) == sorted(seeds)
-    tasks = {note for r in records for note in r["notes"] if "Slurm job" in note}
-    assert len({note.split(" task ")[0] for note in tasks}) == 1  # one array job
+    assert len({r["where"].split(" task ")[0] for r in records}) == 1  # one array job
     sweep = json.loads(result.out)["sweep"]
     (final_loss,) = [m for m in sweep["metrics"] if m["name"] == "out/metrics.json:final_loss"]
     losses = []
@@ -144,3 +142,32 @@ def test_ctrl_c_while_following_cancels_the_job_and_leaves_nothing(built: Built,
     assert _queue_is_empty()
     assert set(built.bundle.replays()) == before
     assert [p.name for p in (built.bundle.path / "jobs").iterdir()] == ["images"]
+
+
+def test_an_exported_batch_script_runs_under_sbatch_as_it_is(built: Built, tmp_path: Path) -> None:
+    script = tmp_path / "replay.sh"
+    result = reprobox(["export", "slurm", "--seeds", f"{CAPTURED_SEED},7", "-o", str(script),
+                       str(built.bundle.path)], built.project)
+    assert result.code == 0, result
+    assert "#SBATCH --array=0-1" in script.read_text()
+    done = subprocess.run(["sbatch", "--wait", "--parsable", str(script)], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    work = built.bundle.path / "jobs" / "export"
+    original = np.load(built.bundle.outputs_dir / "out" / "weights.npy")
+    for task, same in ((0, True), (1, False)):
+        assert (work / f"task-{task}" / "exit_code").read_text().strip() == "0"
+        weights = np.load(work / f"task-{task}" / "fetched" / "out" / "weights.npy")
+        assert np.array_equal(weights, original) == same
+    assert not (work / "task-0" / "environment.out").exists()  # an export runs no probe
+    assert len(list(tmp_path.glob(f"reprobox-{built.bundle.run_id}-*.out"))) == 2
+
+
+def test_a_kubernetes_export_needs_the_pushed_image_by_digest(built: Built) -> None:
+    result = reprobox(["export", "kubernetes", str(built.bundle.path)], built.project)
+    assert_one_line_error(result, "--image", code=2)
+    digest = "registry.example/exp@sha256:" + "ab" * 32
+    result = reprobox(["export", "kubernetes", "--seeds", "1,2", "--image", digest,
+                       str(built.bundle.path)], built.project)
+    assert result.code == 0, result
+    assert result.out.count("kind: Job") == 2 and digest in result.out
