@@ -10,7 +10,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -454,30 +454,90 @@ def variation_table(measured: Variation) -> Table:
 
 
 _SWEEP_SEEDS_SHOWN = 8  # seeds named in the sweep table's title before "…"
+_SWEEP_HEADERS = ("metric", "original", "mean ± std", "range", "n", "vs original")
+_SWEEP_NUMBERS = range(1, 5)  # the columns of figures, right-aligned
+# (column, narrowest) shrunk in turn when a row is too wide: a judgement wraps at a space and
+# stays readable, a metric name folds mid-word. Only rare judgements are over 14 wide; before a
+# name folds, the two spaces between columns become one.
+_SWEEP_SHRINK = ((5, 14), (0, 10), (5, len(_SWEEP_HEADERS[5])))
 
 
-def sweep_table(sweep: Sweep) -> Table:
-    """`--seeds`: per output, one row per metric: the original beside the seeds' mean ± std,
-    range and count, and the judgement; metrics constant across the seeds last, dimmed. The
-    notes (above all, a sweep that measured nothing) are the caption."""
+def sweep_table(sweep: Sweep) -> RenderableType:
+    """`--seeds`: per output, its path as a bold heading line, then one row per metric: the
+    original beside the seeds' mean ± std, range and count, and the judgement; metrics constant
+    across the seeds last, dimmed. The notes (above all, a sweep that measured nothing) follow.
+    Every output's rows share one set of column widths, fitted to the console."""
     shown = ", ".join(map(str, sweep.seeds[:_SWEEP_SEEDS_SHOWN]))
     shown += ", …" if len(sweep.seeds) > _SWEEP_SEEDS_SHOWN else ""
     count = f"{len(sweep.seeds)} seed" + ("" if len(sweep.seeds) == 1 else "s")
-    table = Table(title=f"seed sweep over {count} ({shown})",
-                  title_justify="left", caption=_sweep_caption(sweep), caption_justify="left",
-                  box=None, header_style="bold underline", pad_edge=False)
-    table.add_column("metric", overflow="fold", ratio=1)
-    for title in ("original", "mean ± std", "min", "max", "n"):
-        table.add_column(title, justify="right", no_wrap=True)
-    table.add_column("judgement", overflow="fold", ratio=1)
-    for output, metrics in _metrics_by_output(sweep.metrics).items():
-        table.add_row(Text(output, style="bold"))
-        for metric in sorted(metrics, key=lambda m: m.constant):
-            table.add_row(Text("  " + metric.name[len(output) + 1:]),
-                          _sweep_figure(metric.original), _mean_std(metric),
-                          _sweep_figure(metric.min), _sweep_figure(metric.max), str(metric.n),
-                          Text(metric.judgement, style=_judgement_style(metric.judgement)),
-                          style="dim" if metric.constant else "")
+    blocks = tuple((output, tuple(_sweep_row(metric, output) for metric
+                                  in sorted(metrics, key=lambda m: m.constant)))
+                   for output, metrics in _metrics_by_output(sweep.metrics).items())
+    title = f"seed sweep over {count} ({shown})" if sweep.seeds else "seed sweep"
+    return _SweepTable(title, blocks, _sweep_caption(sweep))
+
+
+@dataclasses.dataclass(frozen=True)
+class _SweepTable:
+    """The sweep's title, column header, per output a heading line and its rows, and notes."""
+
+    title: str
+    blocks: tuple[tuple[str, tuple[tuple[Text, ...], ...]], ...]  # (output, its rows' cells)
+    notes: Text | None
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        gap, widths = _sweep_widths([row for _, rows in self.blocks for row in rows],
+                                    options.max_width)
+        yield Text(self.title, style="table.title")
+        if self.blocks:
+            yield _sweep_grid(gap, widths, (), show_header=True)
+        for output, rows in self.blocks:
+            yield Text(output, style="bold", overflow="fold")  # whole, however long
+            yield _sweep_grid(gap, widths, rows, show_header=False)
+        if self.notes is not None:
+            yield self.notes
+
+
+def _sweep_row(metric: MetricSpread, output: str) -> tuple[Text, ...]:
+    style = "dim" if metric.constant else ""
+    figures = (_sweep_figure(metric.original), _mean_std(metric), _sweep_range(metric),
+               str(metric.n))
+    return (Text("  " + metric.name[len(output) + 1:], style=style),
+            *(Text(cell, style=style) for cell in figures),
+            Text(metric.judgement, style=style or _judgement_style(metric.judgement)))
+
+
+def _sweep_widths(rows: Sequence[tuple[Text, ...]], max_width: int) -> tuple[int, list[int]]:
+    """The gap between columns, and each column as wide as its widest cell, narrowed as
+    _SWEEP_SHRINK says until a row fits `max_width`."""
+    natural = [max([len(title), *(row[column].cell_len for row in rows)])
+               for column, title in enumerate(_SWEEP_HEADERS)]
+    gaps = len(natural) - 1
+    widths = _narrowed(natural, max_width - 2 * gaps, _SWEEP_SHRINK[:1])
+    if sum(widths) + 2 * gaps <= max_width:
+        return 2, widths
+    return 1, _narrowed(natural, max_width - gaps, _SWEEP_SHRINK)
+
+
+def _narrowed(widths: Sequence[int], room: int,
+              steps: Sequence[tuple[int, int]]) -> list[int]:
+    """`widths` with each step's column cut, down to its narrowest, until they sum to `room`."""
+    narrowed = list(widths)
+    for column, narrowest in steps:
+        narrowed[column] -= max(0, min(sum(narrowed) - room, narrowed[column] - narrowest))
+    return narrowed
+
+
+def _sweep_grid(gap: int, widths: Sequence[int], rows: Sequence[tuple[Text, ...]],
+                show_header: bool) -> Table:
+    """One block of the sweep table; numbers fold (never crop) on a console too narrow."""
+    table = Table(box=None, header_style="bold underline", pad_edge=False,
+                  padding=(0, gap, 0, 0), show_header=show_header)
+    for column, (title, width) in enumerate(zip(_SWEEP_HEADERS, widths, strict=True)):
+        table.add_column(title, width=width, overflow="fold",
+                         justify="right" if column in _SWEEP_NUMBERS else "left")
+    for cells in rows:
+        table.add_row(*cells)
     return table
 
 
@@ -494,7 +554,7 @@ def _sweep_caption(sweep: Sweep) -> Text | None:
         return None
     lines = [Text(note, style="bold red" if sweep.seed_independent and number == 0 else "")
              for number, note in enumerate(sweep.notes)]
-    return Text("\n").join(lines)
+    return Text("\n", style="table.caption").join(lines)
 
 
 def _sweep_figure(value: float | None) -> str:
@@ -507,5 +567,14 @@ def _mean_std(metric: MetricSpread) -> str:
     return f"{figure(metric.mean)} ± {figure(metric.std)}"
 
 
+def _sweep_range(metric: MetricSpread) -> str:
+    """min–max in one cell; one figure when every finite seed gave the same value."""
+    if metric.min is None or metric.max is None:
+        return "—"
+    if metric.min == metric.max:
+        return figure(metric.min)
+    return f"{figure(metric.min)}–{figure(metric.max)}"
+
+
 def _judgement_style(judgement: str) -> str:
-    return "yellow" if "outside" in judgement or "not seed noise" in judgement else ""
+    return "yellow" if "OUTSIDE" in judgement or "original differs" in judgement else ""

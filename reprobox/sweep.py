@@ -5,6 +5,15 @@ of every metric in a run's outputs, and summarizes them per metric: the original
 seeds' mean, sample standard deviation (ddof=1) and range, and whether the original lies inside
 that spread, in plain words. That is the honest answer to "is this difference noise?".
 
+The judgement is short enough for one table cell, and the JSON carries the same text. In it σ is
+the seeds' sample standard deviation and "in range" means between the seeds' min and max
+(inclusive): "in range, 0.9σ" and "OUTSIDE, 3.8σ" say where the original lies and how many σ it
+is from the seeds' mean. The others: "constant" (every seed, and the original, gave the same
+value), "not in original", "original is nan", "in no seed", "one seed only" (no spread to judge
+by), "all nan/inf", "seeds agree, original differs" (not seed noise), and "rest agree" (the finite
+seeds and the original are equal). "2/4 nan/inf; " in front counts the seeds whose value was NaN
+or inf, left out of the statistics.
+
 One seed is allowed: it is a replay from another seed, not a measure of noise (a standard
 deviation needs two seeds, and means little under five).
 
@@ -298,38 +307,34 @@ def _std(finite: list[float]) -> float | None:
 
 def _judgement(spread: MetricSpread) -> str:
     finite = spread.n - spread.non_finite
-    diverged = f"{spread.non_finite} of {spread.n} seeds gave nan/inf; "
+    diverged = f"{spread.non_finite}/{spread.n} nan/inf; "
     return (diverged if spread.non_finite and finite else "") + _verdict(spread, finite)
 
 
 def _verdict(spread: MetricSpread, finite: int) -> str:
     original = spread.original
     if not spread.n:
-        return "no seed produced it"
+        return "in no seed"
     if not finite:
-        return "every seed gave nan/inf"
+        return "all nan/inf"
     if spread.constant:
-        return "constant: same in every seed" + ("" if original is None else
-                                                  " and the original")
+        return "constant"
     if original is None:
-        return "not in the original's outputs"
+        return "not in original"
     if not math.isfinite(original):
-        return f"the original is {original}"
+        return f"original is {original}"
     if finite == 1:
-        return "one seed only: no spread to judge by"
+        return "one seed only"
     if spread.std == 0:  # the finite values agree; a NaN or inf kept it from being constant
-        return ("the same in every finite seed and the original" if original == spread.mean
-                else "every seed agrees and the original differs: not seed noise")
+        return "rest agree" if original == spread.mean else "seeds agree, original differs"
     return _against_spread(original, spread)
 
 
 def _against_spread(original: float, spread: MetricSpread) -> str:
     assert spread.mean is not None and spread.min is not None and spread.max is not None
     sigmas = abs(original - spread.mean) / spread.std if spread.std else math.nan
-    distance = f"{sigmas:.1f} σ from the mean" if math.isfinite(sigmas) else ""
-    if spread.min <= original <= spread.max:
-        return "within the seeds' range" + (f" ({distance})" if distance else "")
-    return "outside the seeds' range" + (f": {distance}" if distance else "")
+    distance = f", {sigmas:.1f}σ" if math.isfinite(sigmas) else ""
+    return ("in range" if spread.min <= original <= spread.max else "OUTSIDE") + distance
 
 
 def _all_alike(runs: list[Mapping[str, float]]) -> bool:

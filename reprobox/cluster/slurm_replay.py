@@ -40,6 +40,7 @@ from reprobox.replay import (
 )
 
 POLL_S = 2.0
+QUEUE_ATTEMPTS = 5  # squeue failing this many times in a row ends the wait (and the job)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +143,7 @@ def _follow(slurm: Slurm, job_id: str, work: Path, on_event: Events,
     seen: dict[int, TaskState] = {}
     shown = 0
     while True:
-        queued = slurm.queued(job_id)
+        queued = _queued(slurm, job_id, poll_s)
         for task, state in sorted(queued.items()):
             if seen.get(task) != state:
                 reason = f" ({state.reason})" if state.reason else ""
@@ -153,6 +154,19 @@ def _follow(slurm: Slurm, job_id: str, work: Path, on_event: Events,
         if not queued:
             return
         time.sleep(poll_s)
+
+
+def _queued(slurm: Slurm, job_id: str, poll_s: float) -> dict[int, TaskState]:
+    """squeue's answer; a slurmctld that is briefly away (a restart) is asked again."""
+    attempt = 1
+    while True:
+        try:
+            return slurm.queued(job_id)
+        except ClusterError:
+            if attempt == QUEUE_ATTEMPTS:
+                raise
+        time.sleep(poll_s * attempt)
+        attempt += 1
 
 
 def _tail(path: Path, offset: int, on_output: Callable[[bytes], None]) -> int:

@@ -336,27 +336,43 @@ def test_the_schema_names_every_field_of_the_result() -> None:
 
 # --- sweep_table ---------------------------------------------------------------------------------
 
+LOSSES = {3: 0.0107, 11: 0.00947, 12: 0.0101, 13: 0.0105}  # a real 4-seed sweep's final losses
+LONG_PATH = "experiments/2024-06-resnet50-imagenet/outputs/eval/metrics.json"  # 63 characters
+
 
 def _sweep_text(original: dict[str, float], per_seed: dict[int, dict[str, float]],
-                failed: dict[int, str] | None = None) -> list[str]:
+                failed: dict[int, str] | None = None, width: int = 80,
+                styles: bool = False) -> list[str]:
     from reprobox.report import sweep_table
     from reprobox.sweep import summarize
 
-    console = Console(record=True, width=80, file=io.StringIO())
+    console = Console(record=True, width=width, file=io.StringIO())
     console.print(sweep_table(summarize(original, per_seed, failed)))
-    return console.export_text().splitlines()
+    return console.export_text(styles=styles).splitlines()
 
 
-def _judgement(lines: list[str], row: str) -> str:
-    """The judgement cell of the row starting with `row`, its wrapped lines joined."""
-    column = lines[1].index("judgement")
-    start = next(number for number, line in enumerate(lines) if line.startswith(row))
-    cell = [lines[start][column:].strip()]
-    for line in lines[start + 1:]:
-        if line[:column].strip() or not line[column:].strip():
-            break
-        cell.append(line[column:].strip())
-    return " ".join(cell)
+def _row(lines: list[str], metric: str) -> str:
+    """The one line of `metric`'s row."""
+    (row,) = [line for line in lines if line.startswith(f"  {metric} ")]
+    return row
+
+
+def _judgement(lines: list[str], metric: str) -> str:
+    """The judgement cell of `metric`'s row: from the "vs original" header to the line's end."""
+    return _row(lines, metric)[lines[1].index("vs original"):].strip()
+
+
+def _assert_one_line_each(lines: list[str], blocks: dict[str, list[str]],
+                          notes: tuple[str, ...] = (), width: int = 80) -> None:
+    """Title, header, then per output its whole path on one line and one line per metric, then
+    the notes (wrapped at spaces)."""
+    expected = ["title", "header"]
+    for output, metrics in blocks.items():
+        expected += [output, *(f"  {metric} " for metric in metrics)]
+    for line, start in zip(lines[2:len(expected)], expected[2:], strict=True):
+        assert line.rstrip() == start if start in blocks else line.startswith(start), line
+    assert " ".join(line.strip() for line in lines[len(expected):]) == " ".join(notes)
+    assert all(len(line) <= width for line in lines)
 
 
 def test_sweep_table_shows_each_metric_beside_the_seeds_in_80_columns() -> None:
@@ -365,22 +381,65 @@ def test_sweep_table_shows_each_metric_beside_the_seeds_in_80_columns() -> None:
                        "out/loss.csv:loss": 0.01 * seed} for seed in (1, 2, 3)}
     lines = _sweep_text({"out/metrics.json:final_loss": 2.5, "out/metrics.json:epochs": 5.0,
                          "out/loss.csv:loss": 0.1}, per_seed, {4: "exit code 1"})
-    assert all(len(line) <= 80 for line in lines)
-    assert lines[0].startswith("seed sweep over 3 seeds (1, 2, 3)")
-    assert lines[1].split() == ["metric", "original", "mean", "±", "std", "min", "max", "n",
-                                "judgement"]
-    text = "\n".join(lines)
     # grouped by output, the constant metric after the one that moved with the seed
-    assert text.index("out/metrics.json") < text.index("final_loss") < text.index("epochs") \
-        < text.index("out/loss.csv")
-    final_loss = next(line for line in lines if "final_loss" in line)
-    assert final_loss.split()[1:7] == ["2.5", "2", "±", "1", "1", "3"]
-    assert _judgement(lines, "  final_loss") == "within the seeds' range (0.5 σ from the mean)"
-    loss = next(line for line in lines if line.startswith("  loss"))
-    assert loss.split()[1:7] == ["0.1", "0.02", "±", "0.01", "0.01", "0.03"]
-    assert _judgement(lines, "  loss") == "outside the seeds' range: 8.0 σ from the mean"
-    assert "constant" in next(line for line in lines if "epochs" in line)
+    _assert_one_line_each(lines, {"out/metrics.json": ["final_loss", "epochs"],
+                                  "out/loss.csv": ["loss"]},
+                          notes=("seed 4 not counted: exit code 1",))
+    assert lines[0].startswith("seed sweep over 3 seeds (1, 2, 3)")
+    assert lines[1].split() == ["metric", "original", "mean", "±", "std", "range", "n", "vs",
+                                "original"]
+    assert _row(lines, "final_loss").split()[1:6] == ["2.5", "2", "±", "1", "1–3"]
+    assert _judgement(lines, "final_loss") == "in range, 0.5σ"
+    assert _row(lines, "loss").split()[1:6] == ["0.1", "0.02", "±", "0.01", "0.01–0.03"]
+    assert _judgement(lines, "loss") == "OUTSIDE, 8.0σ"
+    assert _row(lines, "epochs").split()[1:] == ["5", "5", "±", "0", "5", "3", "constant"]
     assert lines[-1] == "seed 4 not counted: exit code 1".ljust(len(lines[-1]))
+
+
+def test_sweep_table_keeps_long_paths_and_names_on_one_line_at_80_columns() -> None:
+    per_seed = {seed: {"out/loss.csv:loss": loss, "out/metrics.json:final_loss": loss,
+                       "out/metrics.json:eval.accuracy": 0.91 + 0.001 * (seed % 4),
+                       "out/metrics.json:epochs": 5.0,
+                       f"{LONG_PATH}:validation_top5_acc": 0.95 + 0.002 * (seed % 3)}
+                for seed, loss in LOSSES.items()}
+    original = {"out/loss.csv:loss": 0.0107, "out/metrics.json:final_loss": 0.0107,
+                "out/metrics.json:eval.accuracy": 0.93, "out/metrics.json:epochs": 5.0,
+                f"{LONG_PATH}:validation_top5_acc": 0.951}
+    lines = _sweep_text(original, per_seed)
+    _assert_one_line_each(lines, {"out/loss.csv": ["loss"],
+                                  "out/metrics.json": ["final_loss", "eval.accuracy", "epochs"],
+                                  LONG_PATH: ["validation_top5_acc"]})
+    assert _row(lines, "loss").split()[1:6] == ["0.0107", "0.0102", "±", "0.000542",
+                                                "0.00947–0.0107"]
+    assert _judgement(lines, "loss") == _judgement(lines, "final_loss") == "in range, 0.9σ"
+    assert _judgement(lines, "eval.accuracy") == "OUTSIDE, 12.2σ"
+    assert _judgement(lines, "validation_top5_acc") == "in range, 0.3σ"
+    # every output's rows share the columns: the judgements start in the same place
+    starts = {line.index(judgement) for line in lines[2:]
+              for judgement in ("in range", "OUTSIDE", "constant") if judgement in line}
+    assert starts == {lines[1].index("vs original")}
+
+
+def test_sweep_table_leaves_two_spaces_between_columns_where_they_fit() -> None:
+    per_seed = {seed: {"out/loss.csv:loss": loss, "out/loss.csv:grad_norm": 1.0 + seed / 100}
+                for seed, loss in LOSSES.items()}
+    per_seed[11]["out/loss.csv:grad_norm"] = math.nan
+    lines = _sweep_text({"out/loss.csv:loss": 0.0107, "out/loss.csv:grad_norm": 1.12}, per_seed,
+                        width=120)
+    _assert_one_line_each(lines, {"out/loss.csv": ["loss", "grad_norm"]}, width=120)
+    assert "0.0107  0.0102 ± 0.000542  0.00947–0.0107  4  in range, 0.9σ" in _row(lines, "loss")
+    # seeds 1.03, 1.12, 1.13 and a nan: (1.12 - 1.0933) / 0.0551 = 0.48 σ
+    assert _judgement(lines, "grad_norm") == "1/4 nan/inf; in range, 0.5σ"
+
+
+def test_sweep_table_dims_constant_metrics_and_marks_an_original_outside() -> None:
+    per_seed = {seed: {"a.json:loss": 0.1 * seed, "a.json:epochs": 5.0} for seed in (1, 2, 3)}
+    plain = _sweep_text({"a.json:loss": 0.5, "a.json:epochs": 5.0}, per_seed)
+    styled = _sweep_text({"a.json:loss": 0.5, "a.json:epochs": 5.0}, per_seed, styles=True)
+    epochs, loss = (styled[plain.index(_row(plain, name))] for name in ("epochs", "loss"))
+    assert "\x1b[2m" in epochs and "\x1b[2m" not in loss  # dim
+    assert "\x1b[33mOUTSIDE, 3.0σ" in loss  # yellow
+    assert "\x1b[1ma.json" in styled[plain.index("a.json".ljust(len(plain[2])))]  # bold
 
 
 def test_sweep_table_says_loudly_when_the_seed_changed_nothing() -> None:
@@ -393,10 +452,9 @@ def test_sweep_table_says_loudly_when_the_seed_changed_nothing() -> None:
 
 def test_sweep_table_shows_missing_values_as_dashes() -> None:
     lines = _sweep_text({"a.json:x": 1.0}, {7: {"a.json:y": 2.0}})
-    x = next(line for line in lines if line.startswith("  x"))
-    y = next(line for line in lines if line.startswith("  y"))
-    assert x.split()[1:7] == ["1", "—", "—", "—", "0", "no"]
-    assert y.split()[1:6] == ["—", "2", "2", "2", "1"]
+    _assert_one_line_each(lines, {"a.json": ["x", "y"]}, notes=(
+        "one seed: a replay from another seed, not a measure of noise (a standard deviation "
+        "needs at least two)",))
+    assert _row(lines, "x").split() == ["x", "1", "—", "—", "0", "in", "no", "seed"]
+    assert _row(lines, "y").split() == ["y", "—", "2", "2", "1", "not", "in", "original"]
     assert lines[0].startswith("seed sweep over 1 seed (7)")
-    assert _judgement(lines, "  y") == "not in the original's outputs"
-    assert any("one seed: a replay from another seed" in line for line in lines)

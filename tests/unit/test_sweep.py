@@ -241,7 +241,7 @@ def test_mean_sample_std_and_range_by_hand() -> None:
     assert (loss.name, loss.original, loss.n, loss.non_finite) == (LOSS, 2.5, 3, 0)
     assert (loss.mean, loss.std, loss.min, loss.max) == (2.0, 1.0, 1.0, 3.0)
     assert loss.values == ((1, 1.0), (2, 2.0), (3, 3.0))
-    assert loss.judgement == "within the seeds' range (0.5 σ from the mean)"
+    assert loss.judgement == "in range, 0.5σ"
     assert not loss.constant and result.seeds == (1, 2, 3) and result.notes == ()
 
 
@@ -254,9 +254,9 @@ def test_std_is_the_sample_one() -> None:
 
 def test_an_original_outside_the_range_is_said_in_sigmas() -> None:
     (loss,) = summarize({LOSS: 5.3}, {1: {LOSS: 1.0}, 2: {LOSS: 2.0}, 3: {LOSS: 3.0}}).metrics
-    assert loss.judgement == "outside the seeds' range: 3.3 σ from the mean"
+    assert loss.judgement == "OUTSIDE, 3.3σ"
     (low,) = summarize({LOSS: 0.0}, {1: {LOSS: 1.0}, 2: {LOSS: 2.0}, 3: {LOSS: 3.0}}).metrics
-    assert low.judgement == "outside the seeds' range: 2.0 σ from the mean"
+    assert low.judgement == "OUTSIDE, 2.0σ"
 
 
 def test_a_metric_constant_in_every_seed_and_the_original_is_flagged() -> None:
@@ -265,14 +265,14 @@ def test_a_metric_constant_in_every_seed_and_the_original_is_flagged() -> None:
     epochs = result.metrics[1]
     assert epochs.constant and not result.metrics[0].constant
     assert (epochs.mean, epochs.std, epochs.min, epochs.max) == (5.0, 0.0, 5.0, 5.0)
-    assert epochs.judgement == "constant: same in every seed and the original"
+    assert epochs.judgement == "constant"
     assert not result.seed_independent  # the loss moved with the seed
 
 
 def test_seeds_that_agree_against_another_original_are_not_noise() -> None:
     (metric,) = summarize({EPOCHS: 10.0}, {1: {EPOCHS: 5.0}, 2: {EPOCHS: 5.0}}).metrics
     assert not metric.constant
-    assert metric.judgement == "every seed agrees and the original differs: not seed noise"
+    assert metric.judgement == "seeds agree, original differs"
 
 
 def test_a_metric_in_some_seeds_only_counts_those() -> None:
@@ -280,7 +280,7 @@ def test_a_metric_in_some_seeds_only_counts_those() -> None:
                                      3: {LOSS: 3.0, "a:b": 5.0}})
     loss, extra = result.metrics
     assert (extra.name, extra.n, extra.mean, extra.original) == ("a:b", 2, 4.0, None)
-    assert extra.judgement == "not in the original's outputs"
+    assert extra.judgement == "not in original"
     assert [seed for seed, _ in extra.values] == [1, 3]
     assert loss.n == 3
 
@@ -289,21 +289,21 @@ def test_a_metric_no_seed_produced() -> None:
     (metric,) = summarize({LOSS: 1.0}, {1: {}, 2: {}}).metrics
     assert (metric.n, metric.mean, metric.std, metric.min, metric.max) == (0, None, None, None,
                                                                            None)
-    assert metric.judgement == "no seed produced it"
+    assert metric.judgement == "in no seed"
 
 
 def test_one_seed_has_no_spread_and_says_so() -> None:
     result = summarize({LOSS: 1.0}, {7: {LOSS: 1.5}})
     (loss,) = result.metrics
     assert (loss.n, loss.mean, loss.std) == (1, 1.5, None)
-    assert loss.judgement == "one seed only: no spread to judge by"
+    assert loss.judgement == "one seed only"
     assert any("one seed" in note for note in result.notes)
     assert not result.seed_independent
 
 
 def test_one_seed_is_constant_only_beside_an_equal_original() -> None:
     (lone,) = summarize({}, {7: {EPOCHS: 5.0}}).metrics
-    assert not lone.constant and lone.judgement == "not in the original's outputs"
+    assert not lone.constant and lone.judgement == "not in original"
     (paired,) = summarize({EPOCHS: 5.0}, {7: {EPOCHS: 5.0}}).metrics
     assert paired.constant
 
@@ -313,12 +313,40 @@ def test_diverged_seeds_are_counted_apart_from_the_statistics() -> None:
     (loss,) = summarize({LOSS: 2.0}, per_seed).metrics
     assert (loss.n, loss.non_finite, loss.mean, loss.min, loss.max) == (4, 2, 2.0, 1.0, 3.0)
     assert loss.std == pytest.approx(math.sqrt(2))
-    assert loss.judgement == "2 of 4 seeds gave nan/inf; within the seeds' range (0.0 σ from " \
-                             "the mean)"
+    assert loss.judgement == "2/4 nan/inf; in range, 0.0σ"
     (all_nan,) = summarize({LOSS: 2.0}, {1: {LOSS: math.nan}, 2: {LOSS: math.nan}}).metrics
-    assert all_nan.judgement == "every seed gave nan/inf" and all_nan.mean is None
+    assert all_nan.judgement == "all nan/inf" and all_nan.mean is None
     (nan_original,) = summarize({LOSS: math.nan}, {1: {LOSS: 1.0}, 2: {LOSS: 2.0}}).metrics
-    assert nan_original.judgement == "the original is nan"
+    assert nan_original.judgement == "original is nan"
+
+
+def test_finite_seeds_equal_to_the_original_beside_a_diverged_one_agree() -> None:
+    (loss,) = summarize({LOSS: 2.0}, {1: {LOSS: 2.0}, 2: {LOSS: math.nan}, 3: {LOSS: 2.0}}).metrics
+    assert not loss.constant and loss.std == 0.0
+    assert loss.judgement == "1/3 nan/inf; rest agree"
+
+
+def test_a_spread_past_the_float_range_is_judged_without_sigmas() -> None:
+    per_seed = {1: {LOSS: 1.7e308}, 2: {LOSS: -1.7e308}}
+    (inside,) = summarize({LOSS: 0.0}, per_seed).metrics
+    assert inside.std == math.inf and inside.judgement == "in range, 0.0σ"
+    (outside,) = summarize({LOSS: -1.79e308}, {1: {LOSS: 1.7e308}, 2: {LOSS: 1.6e308}}).metrics
+    assert outside.judgement == "OUTSIDE"  # the distance to the mean overflows: no σ to give
+    (minus_inf,) = summarize({LOSS: -math.inf}, per_seed).metrics
+    assert minus_inf.judgement == "original is -inf"
+
+
+def test_the_usual_judgements_fit_a_narrow_table_cell() -> None:
+    cases = [({LOSS: 1.5}, {1: {LOSS: 1.0}, 2: {LOSS: 2.0}}),
+             ({LOSS: 99.0}, {1: {LOSS: 1.0}, 2: {LOSS: 2.0}}),
+             ({LOSS: 1.0}, {1: {LOSS: 1.0}, 2: {LOSS: 1.0}}),
+             ({}, {1: {LOSS: 1.0}}), ({LOSS: 1.0}, {1: {}}), ({LOSS: 1.0}, {1: {LOSS: 2.0}}),
+             ({LOSS: 1.0}, {1: {LOSS: math.nan}}), ({LOSS: math.nan}, {1: {LOSS: 1.0}})]
+    judgements = [summarize(original, per_seed).metrics[0].judgement
+                  for original, per_seed in cases]
+    assert judgements == ["in range, 0.0σ", "OUTSIDE, 137.9σ", "constant", "not in original",
+                          "in no seed", "one seed only", "all nan/inf", "original is nan"]
+    assert max(map(len, judgements)) <= 16
 
 
 def test_failed_seeds_are_left_out_and_named() -> None:
