@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from reprobox import cuda
-from reprobox.errors import PreflightError
+from reprobox.errors import PreflightError, UsageError
 from reprobox.manifest import Gpus, Manifest
 
 _CPU_HINT = "replay on a host with an NVIDIA GPU, or pass --cpu to run on the CPU and compare " \
@@ -87,6 +87,19 @@ def check(manifest: Manifest, host: Gpus, runtimes: tuple[str, ...], cpu: bool,
     # CUDA_VISIBLE_DEVICES named (indexes or UUIDs of another host's GPUs).
     visible = {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(count))}
     return Preflight(count, ids, tuple(concerns), visible)
+
+
+def for_scheduler(manifest: Manifest, gpus: int, cpu: bool) -> Preflight:
+    """How to replay where a scheduler hands out the GPUs (a Slurm job): the node is not known
+    here, so only the request is weighed. `gpus` 0 asks for as many as the run used."""
+    if cpu or not used_gpu(manifest) or manifest.gpu is None:
+        if gpus and not cpu:
+            raise UsageError("--gpus: the captured run used no GPU",
+                             hint="leave --gpus out; the replay runs on the node's CPUs")
+        return check(manifest, Gpus(source="none"), (), cpu)
+    count = gpus or len(_used_models(manifest, manifest.gpu)) or 1
+    # The job's GPUs are numbered from 0 in the container, whatever the capture host's were.
+    return Preflight(count, env={"CUDA_VISIBLE_DEVICES": ",".join(map(str, range(count)))})
 
 
 def _allocated(host: Gpus) -> tuple[str, ...]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from reprobox import preflight
 from reprobox.build import BuiltImage, read_built
 from reprobox.bundle import Bundle
 from reprobox.cluster import apptainer, kubernetes
-from reprobox.cluster.slurm_replay import slurm_plan
 from reprobox.cluster.slurm_script import JobFiles, SlurmOptions, batch_script
 from reprobox.engine import ContainerSpec
 from reprobox.errors import UsageError
@@ -44,7 +44,7 @@ def export(bundle: Bundle, request: ExportRequest) -> dict[str, str]:
                          hint="reprobox export slurm|kubernetes|apptainer")
     manifest = bundle.manifest()
     built = read_built(bundle)
-    plan = slurm_plan(manifest, request.slurm.gpus, request.cpu)
+    plan = preflight.for_scheduler(manifest, request.slurm.gpus, request.cpu)
     spec = container_spec(manifest, built, input_mounts(bundle, manifest), request.timeout_s,
                           request.memory, plan)
     seeds = request.seeds or (manifest.determinism.seed,)

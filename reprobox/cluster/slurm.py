@@ -93,10 +93,21 @@ def _scontrol_states(text: str) -> dict[int, TaskState]:
     for line in text.splitlines():
         fields = _fields(line)
         if "JobState" in fields:
-            task = fields.get("ArrayTaskId", "0")
-            index = int(task) if task.isdigit() else 0
-            states[index] = TaskState(index, fields["JobState"], fields.get("Reason", ""))
+            reason = "" if fields.get("Reason") == "None" else fields.get("Reason", "")
+            for index in _task_ids(fields.get("ArrayTaskId", "0")):
+                states[index] = TaskState(index, fields["JobState"], reason)
     return states
+
+
+def _task_ids(text: str) -> list[int]:
+    """Slurm's task list: "3", or tasks that never started, kept as one record: "2-5,7:2"."""
+    ids: list[int] = []
+    for part in text.split(","):
+        span, _, step = part.partition(":")
+        first, _, last = span.partition("-")
+        if first.isdigit() and (not last or last.isdigit()) and (not step or step.isdigit()):
+            ids.extend(range(int(first), int(last or first) + 1, int(step or 1)))
+    return ids
 
 
 def _fields(line: str) -> Mapping[str, str]:

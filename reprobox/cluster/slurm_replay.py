@@ -62,7 +62,7 @@ def replay_on_slurm(bundle: Bundle, engine: Engine, slurm: Slurm, request: Slurm
                     poll_s: float = POLL_S) -> list[Path]:
     """Submit, follow and gather; the replay folders, one per seed, in the seeds' order."""
     manifest = bundle.manifest()
-    plan = slurm_plan(manifest, request.options.gpus, request.cpu)
+    plan = preflight.for_scheduler(manifest, request.options.gpus, request.cpu)
     built = read_built(bundle)
     if not engine.has_image(built.tag):
         raise ReplayError(f"image {built.tag} is not present",
@@ -79,17 +79,6 @@ def replay_on_slurm(bundle: Bundle, engine: Engine, slurm: Slurm, request: Slurm
         _abandon(slurm, job_id, work)
         raise
     return _gather_all(bundle, slurm, job_id, work, built, plan, seeds)
-
-
-def slurm_plan(manifest: Manifest, gpus: int, cpu: bool) -> preflight.Preflight:
-    """How the job replays: the node's GPUs are unknown here, so only the request is checked."""
-    if cpu or not preflight.used_gpu(manifest):
-        if gpus and not cpu:
-            raise ReplayError("--gpus: the captured run used no GPU",
-                              hint="leave --gpus out; the replay runs on the node's CPUs")
-        return preflight.check(manifest, NO_GPU, (), cpu)
-    used = len(manifest.gpu.devices) if manifest.gpu is not None else 0
-    return preflight.Preflight(gpu_count=gpus or max(used, 1))
 
 
 def _new_work_dir(bundle: Bundle) -> Path:

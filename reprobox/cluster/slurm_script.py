@@ -75,9 +75,9 @@ def batch_script(manifest: Manifest, run_id: str, spec: ContainerSpec, seeds: Se
     spec = replace(spec, env=env)
     return _TEMPLATES.get_template("slurm-job.sh.j2").render(
         run_id=run_id, seed_count=len(seeds),
-        seeds_text=", ".join(map(str, seeds)), command=shlex.join(manifest.run.argv),
+        seeds_text=", ".join(map(str, seeds)), command=_comment(shlex.join(manifest.run.argv)),
         image=spec.image, image_q=shlex.quote(spec.image), header=_header(files, spec.image),
-        job_name=f"reprobox-{run_id}"[:64], log_pattern=files.log_pattern,
+        job_name=f"reprobox-{run_id}"[:64], log_pattern=shlex.quote(files.log_pattern),
         cpus=options.cpus, partition=options.partition, gpus=options.gpus, time=options.time,
         array=f"0-{len(seeds) - 1}" if len(seeds) > 1 else None, probe=files.probe_dir is not None,
         work=shlex.quote(files.work), image_tar=shlex.quote(files.image_tar),
@@ -168,6 +168,11 @@ def _apptainer_parts(spec: ContainerSpec, files: JobFiles, gpus: bool) -> dict[s
 def _or_fail(lines: list[str], message: str) -> list[str]:
     """A helper's lines, the whole command failing the task with `message`."""
     return [*lines[:-1], f"{lines[-1]} || fail \"{message} on $(hostname)\""]
+
+
+def _comment(text: str) -> str:
+    """One line of a comment: a line break would end it (and sbatch's #SBATCH lines)."""
+    return text.replace("\n", " ").replace("\r", " ")
 
 
 def _words(words: Sequence[str]) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from reprobox import manifest as manifest_io
-from reprobox import preflight, seeding
+from reprobox import preflight, seeding, sweep
 from reprobox.capture import gpu
 from reprobox.capture.runner import subprocess_runner
 
@@ -146,3 +146,40 @@ def test_a_run_stopped_by_strict_determinism_is_told_about_warn_only(
     (manifest,) = tmp_path.glob(".reprobox/runs/*/manifest.yaml")
     notes = manifest_io.read(manifest).notes
     assert any("--warn-only" in note for note in notes)
+
+
+def test_a_seed_sweep_on_the_gpu_repeats_each_seed_and_varies_across_them(
+        gpu_python: str, tmp_path: Path) -> None:
+    """What `--seeds` relies on, on a real GPU: a seed gives the same bits every time (the
+    captured one the original's), other seeds other numbers, and the table a real spread."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "train.py").write_text((REPO / "examples/torch-gpu/train.py").read_text())
+    manifest = _capture(gpu_python, project, "--output", "out")
+    (bundle,) = project.glob(".reprobox/runs/*")
+    original = (bundle / "outputs/out/weights.npy").read_bytes()
+    runs = {(seed, attempt): _seeded_run(gpu_python, project, manifest, seed, tmp_path)
+            for seed, attempt in ((7, 0), (11, 0), (11, 1), (12, 0))}
+    assert runs[7, 0] == original  # the captured seed (7) replays the original bit for bit
+    assert runs[11, 0] == runs[11, 1]
+    assert len({runs[7, 0], runs[11, 0], runs[12, 0]}) == 3
+    per_seed = {seed: sweep.metrics_of(tmp_path / f"seed-{seed}-{attempt}", manifest.outputs)
+                for seed, attempt in runs if attempt == 0}
+    measured = sweep.summarize(sweep.metrics_of(bundle / "outputs", manifest.outputs), per_seed)
+    (loss,) = [m for m in measured.metrics if m.name == "out/metrics.json:final_loss"]
+    assert not measured.seed_independent and loss.n == 3 and loss.std and loss.std > 0
+    assert loss.judgement.startswith("in range")  # the original is one of the seeds
+
+
+def _seeded_run(python: str, project: Path, manifest: manifest_io.Manifest, seed: int,
+                tmp_path: Path) -> bytes:
+    """train.py run from `seed` as a replay would start it, in a fresh copy of the project."""
+    attempt = len(list(tmp_path.glob(f"seed-{seed}-*")))
+    copy = tmp_path / f"seed-{seed}-{attempt}"
+    copy.mkdir()
+    (copy / "train.py").write_text((project / "train.py").read_text())
+    det = seeding.with_seed(manifest.determinism, seed)
+    env = seeding.process_env(det, str(seeding.SHIM_DIR), None, _plain_env())
+    subprocess.run([python, "train.py"], cwd=copy, env=env, check=True, timeout=600,
+                   capture_output=True)
+    return (copy / "out/weights.npy").read_bytes()

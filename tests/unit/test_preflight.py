@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from reprobox import manifest as manifest_io
-from reprobox import preflight
-from reprobox.errors import PreflightError
+from reprobox import preflight, replay
+from reprobox.errors import PreflightError, UsageError
 from reprobox.manifest import CudaStack, Gpu, Gpus, Manifest
+from tests.unit.scripted import BUILT
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "manifests"
 # As NVML read them on a real H100 host (tests/data/gpu/h100-driver580/nvml.json).
@@ -178,3 +179,66 @@ def test_a_driver_that_names_no_cuda_version_is_weighed_against_the_minimum_driv
     recent = Gpus("nvidia-smi", "590.10.01", None, (H100,))
     assert "driver-floor" not in [c.code for c in preflight.check(
         _gpu_run(cuda="12.1"), recent, ("nvidia",), cpu=False).concerns]
+
+
+# --- a scheduler's node (a Slurm job): only the request is weighed ----------------------------
+
+
+def gpu_manifest(sample_manifest: Manifest, devices: int = 1,
+                 used: str = "0:NVIDIA H100 80GB HBM3",
+                 env: dict[str, str] | None = None) -> Manifest:
+    """`sample_manifest` as a torch run on `devices` H100s that allocated on `used`."""
+    gpus = Gpus("nvml", "580.159.04", "13.0",
+                tuple(replace(H100, index=i, uuid=f"GPU-{i}") for i in range(devices)))
+    state: dict[str, bool | str] = {"torch.cuda.initialized": True,
+                                    "torch.cuda.devices_used": used}
+    return replace(sample_manifest, gpu=gpus,
+                   cuda=CudaStack("2.11.0+cu130", "13.0", {}, {"torch": "13.0"}),
+                   determinism=replace(sample_manifest.determinism, state=state),
+                   run=replace(sample_manifest.run, env=env or sample_manifest.run.env))
+
+
+def test_scheduler_a_cpu_run_asks_for_no_gpu(sample_manifest: Manifest) -> None:
+    plan = preflight.for_scheduler(sample_manifest, 0, cpu=False)
+    assert (plan.gpu_count, plan.expect_tolerance, plan.notes) == (0, False, ())
+
+
+def test_scheduler_gpus_for_a_cpu_run_are_refused(sample_manifest: Manifest) -> None:
+    with pytest.raises(UsageError, match="--gpus: the captured run used no GPU") as err:
+        preflight.for_scheduler(sample_manifest, 2, cpu=False)
+    assert "leave --gpus out" in (err.value.hint or "")
+
+
+def test_scheduler_a_gpu_run_asks_for_its_gpus_or_those_named(sample_manifest: Manifest) -> None:
+    manifest = gpu_manifest(sample_manifest)
+    assert preflight.for_scheduler(manifest, 0, cpu=False).gpu_count == 1
+    assert preflight.for_scheduler(manifest, 4, cpu=False).gpu_count == 4
+
+
+def test_scheduler_a_gpu_run_asks_for_the_gpus_it_used_not_all_the_host_had(
+        sample_manifest: Manifest) -> None:
+    # a run that used one of eight GPUs must not wait in the queue for eight
+    manifest = gpu_manifest(sample_manifest, devices=8)
+    assert preflight.for_scheduler(manifest, 0, cpu=False).gpu_count == 1
+
+
+def test_scheduler_a_gpu_run_sees_the_gpus_slurm_gives_it(sample_manifest: Manifest) -> None:
+    # captured inside an allocation as CUDA_VISIBLE_DEVICES=3: Docker numbers the GPUs it hands
+    # over from 0, so passing "3" on would hide the job's GPU from the replay
+    manifest = gpu_manifest(sample_manifest, env={"CUDA_VISIBLE_DEVICES": "3"})
+    plan = preflight.for_scheduler(manifest, 0, cpu=False)
+    spec = replay.container_spec(manifest, BUILT, (), 60.0, plan=plan)
+    assert spec.env.get("CUDA_VISIBLE_DEVICES") == "0"
+
+
+def test_scheduler_cpu_replays_of_a_gpu_run_expect_tolerance(sample_manifest: Manifest) -> None:
+    plan = preflight.for_scheduler(gpu_manifest(sample_manifest), 0, cpu=True)
+    assert plan.gpu_count == 0 and plan.expect_tolerance
+    assert plan.env == {"CUDA_VISIBLE_DEVICES": ""}
+    assert "replayed on the CPU (--cpu)" in plan.notes[0]
+
+
+def test_scheduler_cpu_for_a_cpu_run_only_says_so(sample_manifest: Manifest) -> None:
+    plan = preflight.for_scheduler(sample_manifest, 0, cpu=True)
+    assert plan == preflight.check(sample_manifest, replay.NO_GPU, (), True)
+    assert not plan.expect_tolerance
