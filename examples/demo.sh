@@ -26,4 +26,7 @@ for example in numpy-sgd clock-noise; do
   expected=0; [ "$example" = clock-noise ] && expected=3
   [ "$code" = "$expected" ] || { echo "expected exit $expected for $example" >&2; exit 1; }
 done
+# Is the original's loss noise? Replay numpy-sgd from three other seeds and look at the spread.
+echo "=== numpy-sgd: a seed sweep (reprobox replay --seeds 1-3)"
+cd "$work/numpy-sgd" && reprobox replay --seeds 1-3
 echo "=== demo done: numpy-sgd reproduced (0), clock-noise did not (3), as expected; bundles in $work"

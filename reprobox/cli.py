@@ -142,9 +142,10 @@ def _do_build(args: argparse.Namespace, err: Console) -> BuiltImage:
 
 def _replay(args: argparse.Namespace, err: Console) -> int:
     """Exit 0 when every replay exited 0 in time (with --repeat, all N), else 1."""
-    target, folders, succeeded = _do_replay(args, err)
+    _check_replay_options(args)
+    target, folders, succeeded, lost = _do_replay(args, err)
     if args.seeds:
-        return _sweep(args, target, folders)
+        return _sweep(args, target, folders, lost)
     if len(folders) > 1:
         from reprobox import report
 
@@ -152,24 +153,41 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
     return 0 if succeeded else 1
 
 
-def _sweep(args: argparse.Namespace, target: bundle.Bundle, folders: list[Path]) -> int:
-    """The seeds' table (or JSON); exit 0 when every seed's replay ended as the original did."""
+def _sweep(args: argparse.Namespace, target: bundle.Bundle, folders: list[Path],
+           lost: dict[int, str]) -> int:
+    """The seeds' table (or JSON); exit 0 when every seed's replay ended as the original did
+    (and the original's own seed, if replayed, reproduced it), else 3."""
     from reprobox import report
     from reprobox.variation import measure_sweep
 
-    sweep = measure_sweep(target, folders, _tolerances(args, target.path))
+    sweep = measure_sweep(target, folders, _tolerances(args, target.path), lost)
     if getattr(args, "json", False):
         print(json.dumps({"sweep": sweep.to_dict(),
                           "replays": [folder.name for folder in folders]}, indent=2,
                          sort_keys=True))
     else:
         Console().print(report.sweep_table(sweep))
-    return EXIT_NOT_REPRODUCED if sweep.failed else 0
+    own_differs = sweep.own_seed is not None and sweep.own_seed[1] == "different"
+    return EXIT_NOT_REPRODUCED if sweep.failed or own_differs else 0
 
 
-def _do_replay(args: argparse.Namespace,
-               err: Console) -> tuple[bundle.Bundle, list[Path], bool]:
-    """Replay (--repeat times); the bundle, the replay folders and whether all exited 0 in time."""
+def _check_replay_options(args: argparse.Namespace) -> None:
+    """Refuse options that do not go together before anything is built or submitted."""
+    from reprobox.errors import UsageError
+
+    if args.repeat > 1 and args.seeds:
+        raise UsageError("--repeat and --seeds together: choose one",
+                         hint="--seeds replays once per seed; --repeat N replays one seed N times")
+    if args.repeat > 1 and args.on == "slurm":
+        raise UsageError("--repeat with --on slurm", hint="use --seeds for a sweep on Slurm")
+    if args.on == "local":
+        _refuse_slurm_options(args)
+
+
+def _do_replay(args: argparse.Namespace, err: Console
+               ) -> tuple[bundle.Bundle, list[Path], bool, dict[int, str]]:
+    """Replay (--repeat times, or once per seed); the bundle, the replay folders, whether all
+    exited 0 in time, and the seeds whose Slurm task left no result, with why."""
     from reprobox.engine import DockerEngine
     from reprobox.replay import DEFAULT_TIMEOUT_S, read_result, replay_many
 
@@ -177,10 +195,10 @@ def _do_replay(args: argparse.Namespace,
     timeout = DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout
     # With --json, stdout carries only the JSON: the run's own output goes to stderr.
     shown = sys.stderr if getattr(args, "json", False) else sys.stdout
+    lost: dict[int, str] = {}
     if args.on == "slurm":
-        folders = _replay_on_slurm(args, target, timeout, _writer(shown), err)
+        folders, lost = _replay_on_slurm(args, target, timeout, _writer(shown), err)
     else:
-        _refuse_slurm_options(args)
         folders = replay_many(target, DockerEngine(), _writer(shown), args.repeat, timeout,
                               args.memory, host_gpus=_host_gpus(args.cpu), cpu=args.cpu,
                               seeds=args.seeds)
@@ -194,18 +212,19 @@ def _do_replay(args: argparse.Namespace,
         how = f" ({', '.join(details)})" if details else ""
         err.print(f"replay {result.replay_id}{how}: exit code {result.exit_code}{timed_out} "
                   f"-> {folder}", soft_wrap=True, markup=False)
-    return target, folders, all(r.exit_code == 0 and not r.timed_out for r in results)
+    for why in lost.values():
+        err.print(f"[yellow]warning:[/] {escape(why)}", soft_wrap=True)
+    succeeded = not lost and all(r.exit_code == 0 and not r.timed_out for r in results)
+    return target, folders, succeeded, lost
 
 
 def _replay_on_slurm(args: argparse.Namespace, target: bundle.Bundle, timeout: float,
-                     on_output: Callable[[bytes], None], err: Console) -> list[Path]:
+                     on_output: Callable[[bytes], None],
+                     err: Console) -> tuple[list[Path], dict[int, str]]:
     from reprobox.cluster.slurm import Slurm
     from reprobox.cluster.slurm_replay import SlurmRequest, replay_on_slurm
     from reprobox.engine import DockerEngine
-    from reprobox.errors import UsageError
 
-    if args.repeat > 1:
-        raise UsageError("--repeat with --on slurm", hint="use --seeds for a sweep on Slurm")
     request = SlurmRequest(_slurm_options(args), args.seeds, timeout, args.memory, args.cpu)
     with err.status("submitting to Slurm") as status:
 
@@ -213,7 +232,8 @@ def _replay_on_slurm(args: argparse.Namespace, target: bundle.Bundle, timeout: f
             status.update(escape(line))
             err.print(f"[dim]{escape(line)}[/]", soft_wrap=True)
 
-        return replay_on_slurm(target, DockerEngine(), Slurm(), request, event, on_output)
+        done = replay_on_slurm(target, DockerEngine(), Slurm(), request, event, on_output)
+    return done.folders, done.lost
 
 
 def _slurm_options(args: argparse.Namespace) -> SlurmOptions:
@@ -348,12 +368,13 @@ def _tolerance_option(text: str) -> Tolerance:
 
 def _run(args: argparse.Namespace, err: Console) -> int:
     """Shows the newest replay's comparison; with --repeat N, exit 0 only if all N reproduced."""
+    _check_replay_options(args)
     if args.on == "local":
         _preflight(args)
     _do_build(args, err)
-    target, folders, _ = _do_replay(args, err)
+    target, folders, _, lost = _do_replay(args, err)
     if args.seeds:
-        return _sweep(args, target, folders)
+        return _sweep(args, target, folders, lost)
     args.replay = None
     measured = _measure(args, target, folders) if len(folders) > 1 else None
     return _compare(args, err, measured)

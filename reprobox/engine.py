@@ -6,12 +6,14 @@ import contextlib
 import json
 import os
 import queue
+import re
 import shutil
 import tarfile
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Protocol
 
@@ -21,7 +23,7 @@ import docker.types  # type: ignore[import-untyped]
 import docker.utils  # type: ignore[import-untyped]
 import requests.exceptions
 
-from reprobox.errors import BaseImageError, BuildFailed, EngineError, ReproboxError
+from reprobox.errors import BaseImageError, BuildFailed, EngineError, ReproboxError, UsageError
 
 LOG_TAIL_LINES = 40
 _DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -498,6 +500,23 @@ def _create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         kwargs["device_requests"] = [docker.types.DeviceRequest(
             count=spec.gpu_count, capabilities=[["gpu"]])]
     return kwargs
+
+
+_MEMORY = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(?:([kmg])b?|b)?", re.IGNORECASE)
+_MEMORY_UNITS = {"": 0, "b": 0, "k": 1, "m": 2, "g": 3}
+
+
+def memory_bytes(limit: str) -> int:
+    """A memory limit as Docker reads it ("8g", "512m", "1.5g", "1073741824"), in bytes."""
+    match = _MEMORY.fullmatch(limit.strip())
+    if not match:
+        raise UsageError(f"memory limit {limit!r} is not a Docker size",
+                         hint="write it as Docker does: a number and b, k, m or g (8g, 512m)")
+    exact = Decimal(match.group(1)) * 1024 ** _MEMORY_UNITS[(match.group(2) or "").lower()]
+    if exact <= 0 or exact != exact.to_integral_value():
+        raise UsageError(f"memory limit {limit!r} is not a positive whole number of bytes",
+                         hint="use a whole number of a smaller unit (1536m, not 1.4999g)")
+    return int(exact)
 
 
 def cli_flags(spec: ContainerSpec) -> list[str]:

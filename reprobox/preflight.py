@@ -102,6 +102,15 @@ def for_scheduler(manifest: Manifest, gpus: int, cpu: bool) -> Preflight:
     return Preflight(count, env={"CUDA_VISIBLE_DEVICES": ",".join(map(str, range(count)))})
 
 
+def on_node(manifest: Manifest, node: Gpus, count: int) -> tuple[Concern, ...]:
+    """A scheduler's node weighed after the fact, as `check` weighs this host: another GPU
+    model or fewer GPUs than the run used (`count` were handed to the replay)."""
+    if manifest.gpu is None or not used_gpu(manifest):
+        return ()
+    used = _used_models(manifest, manifest.gpu)
+    return tuple(_gpu_differences(used, manifest.gpu, node, count))
+
+
 def _allocated(host: Gpus) -> tuple[str, ...]:
     """The GPUs this host's own CUDA_VISIBLE_DEVICES allows (a scheduler's allocation), if set."""
     visible = (host.visible_devices or "").strip()

@@ -233,6 +233,9 @@ class Sweep:
     metrics: tuple[MetricSpread, ...]  # in the order first seen: the original's, then new ones
     failed: tuple[tuple[int, str], ...] = ()  # (seed, why) of replays that failed: not counted
     seed_independent: bool = False  # two or more seeds, and all gave exactly the same metrics
+    # the original's own seed, replayed too, and its verdict: left out of the spread, which it
+    # would pull towards the original
+    own_seed: tuple[int, str] | None = None
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -242,7 +245,11 @@ class Sweep:
             notes.append("every seed gave exactly the same metrics: the outputs did not depend "
                          "on the seed (does the script set its own?), so this sweep measured "
                          "no noise at all")
-        if not self.seeds:
+        if self.own_seed is not None:
+            seed, verdict = self.own_seed
+            notes.append(f"seed {seed} is the original's own: its replay was {verdict}, and it "
+                         "is left out of the spread (it would pull the mean to the original)")
+        if not self.seeds and self.own_seed is None:
             notes.append("no seed's replay finished: there is nothing to summarize")
         elif len(self.seeds) == 1:
             notes.append("one seed: a replay from another seed, not a measure of noise "
@@ -258,6 +265,8 @@ class Sweep:
         return {"seeds": list(self.seeds),
                 "failed": [{"seed": seed, "why": why} for seed, why in self.failed],
                 "seed_independent": self.seed_independent, "notes": list(self.notes),
+                "own_seed": None if self.own_seed is None else
+                {"seed": self.own_seed[0], "verdict": self.own_seed[1]},
                 "metrics": [metric.to_dict() for metric in self.metrics]}
 
     def to_json(self) -> str:
@@ -265,11 +274,14 @@ class Sweep:
 
 
 def summarize(original: Mapping[str, float], per_seed: Mapping[int, Mapping[str, float]],
-              failed: Mapping[int, str] | None = None) -> Sweep:
+              failed: Mapping[int, str] | None = None,
+              own_seed: tuple[int, str] | None = None) -> Sweep:
     """Each metric of `original` and `per_seed` (from `metrics_of`) across the seeds.
 
     `failed` maps the seeds whose replay failed or timed out to why ("exit code 1"): their
     metrics, from whatever they wrote before stopping, are left out even when given.
+    `own_seed` is the original's seed and its replay's verdict, when it was replayed too; the
+    caller leaves it out of `per_seed`.
     """
     failed = dict(failed or {})
     counted = {seed: metrics for seed, metrics in per_seed.items() if seed not in failed}
@@ -278,7 +290,7 @@ def summarize(original: Mapping[str, float], per_seed: Mapping[int, Mapping[str,
                                                        in counted.items() if name in metrics])
                     for name in names)
     return Sweep(seeds=tuple(counted), metrics=spreads, failed=tuple(failed.items()),
-                 seed_independent=_all_alike(list(counted.values())))
+                 seed_independent=_all_alike(list(counted.values())), own_seed=own_seed)
 
 
 def _spread(name: str, original: float | None, values: list[tuple[int, float]]) -> MetricSpread:

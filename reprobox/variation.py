@@ -92,23 +92,30 @@ def measure(bundle: Bundle, replay_dirs: Sequence[Path],
 
 
 def measure_sweep(bundle: Bundle, replay_dirs: Sequence[Path],
-                  tolerances: Sequence[Tolerance] = ()) -> Sweep:
+                  tolerances: Sequence[Tolerance] = (),
+                  lost: Mapping[int, str] | None = None) -> Sweep:
     """A seed sweep: each replay compared with the original (its comparison.json written, as
-    `compare` does: the original's own seed reproduces it), then every metric's spread."""
+    `compare` does), then every metric's spread over the other seeds than the original's own.
+
+    `lost` maps seeds whose replay never ran (a Slurm task that could not start) to why.
+    """
     manifest = bundle.manifest()
     per_seed: dict[int, dict[str, float]] = {}
-    failed: dict[int, str] = {}
+    failed = dict(lost or {})
+    own: tuple[int, str] | None = None
     for folder in replay_dirs:
-        compare_replay(bundle, folder, tolerances)
+        verdict = compare_replay(bundle, folder, tolerances)[1].verdict
         result = read_result(folder)
         seed = manifest.determinism.seed if result.seed is None else result.seed
         if result.timed_out or result.exit_code != manifest.run.exit_code:
             failed[seed] = ("timed out" if result.timed_out
                             else f"exit code {result.exit_code}, the original's "
                             f"{manifest.run.exit_code}")
+        elif seed == manifest.determinism.seed:
+            own = (seed, verdict)
         else:
             per_seed[seed] = metrics_of(folder / "outputs", manifest.outputs)
-    return summarize(metrics_of(bundle.outputs_dir, manifest.outputs), per_seed, failed)
+    return summarize(metrics_of(bundle.outputs_dir, manifest.outputs), per_seed, failed, own)
 
 
 def _compared_files(bundle: Bundle, replay_dirs: Sequence[Path]) -> list[str]:

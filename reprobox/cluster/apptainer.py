@@ -68,15 +68,22 @@ Bind = tuple[str, str, bool]  # source (shell text), target, read-only
 def build_sif_lines(image_tar: str, sif: str) -> list[str]:
     """Build `sif` from the docker-archive `image_tar` unless it exists: one `if` block.
 
-    Tasks racing on shared storage each build to their own `mktemp` file beside it and rename
-    it into place; the last rename wins, and every build is of the same image.
+    Tasks racing on shared storage each build to their own `mktemp` file beside it, and the
+    first to land keeps its place: a hard link fails where `sif` exists, atomically (on NFS
+    too), so a SIF that tasks on other nodes run is never replaced under them (they would get
+    stale file handles). Where the file system has no hard links, `mv -n` stands in, with a
+    short window between its check and its rename. Every build is of the same image; the
+    status is whether a SIF is there afterwards. Not `flock`: it would spare the extra builds
+    but needs locks the file system may not give (Lustre without `-o flock`, NFSv3 without
+    lockd), where a link needs nothing.
     """
     partial = '"$sif_partial"'
     return [
         f"if [ ! -s {sif} ]; then",
         f"  sif_partial=$(mktemp {sif}.partial.XXXXXX) &&",
         f"  {{ apptainer build --force {partial} docker-archive:{image_tar} &&",
-        f"    mv -f {partial} {sif} || {{ rm -f {partial}; false; }}; }}",
+        f"    {{ ln {partial} {sif} 2>/dev/null || mv -n {partial} {sif} 2>/dev/null || true; }}",
+        f"    rm -f {partial}; [ -s {sif} ]; }}",
         "fi",
     ]
 

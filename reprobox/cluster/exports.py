@@ -14,6 +14,7 @@ from reprobox import preflight
 from reprobox.build import BuiltImage, read_built
 from reprobox.bundle import Bundle
 from reprobox.cluster import apptainer, kubernetes
+from reprobox.cluster.slurm_replay import image_tar_path
 from reprobox.cluster.slurm_script import JobFiles, SlurmOptions, batch_script
 from reprobox.engine import ContainerSpec
 from reprobox.errors import UsageError
@@ -58,9 +59,9 @@ def export(bundle: Bundle, request: ExportRequest) -> dict[str, str]:
 
 def _slurm(bundle: Bundle, built: BuiltImage, spec: ContainerSpec, seeds: Sequence[int],
            request: ExportRequest, gpus: int) -> str:
-    images = bundle.jobs_dir.resolve() / "images"
+    image_tar = image_tar_path(bundle, built)
     work = bundle.jobs_dir.resolve() / "export"
-    files = JobFiles(str(work), str(images / "image.tar"), str(images / "image.sif"),
+    files = JobFiles(str(work), str(image_tar), str(image_tar.with_suffix(".sif")),
                      log_pattern=f"reprobox-{bundle.run_id}-%A_%a.out")
     options = replace(request.slurm, gpus=gpus)
     return batch_script(bundle.manifest(), bundle.run_id, spec, seeds, options, files,

@@ -5,6 +5,11 @@ documents and the same bytes. The Jobs carry what a local replay has (the image 
 seed and determinism env, GPUs, the hardening of `engine._create_kwargs`), written the way a
 cluster needs it: the project copied onto a claim by an init container, so the outputs outlive
 the pod, and the declared inputs mounted read-only from another claim.
+
+The init container mounts the claim's root and makes the job's folder itself, as the run's user:
+a `subPath` the kubelet finds missing is made by root, after any fsGroup change
+(kubernetes/kubernetes#41638), and the user could not write in it. The replay container mounts
+that folder by `subPath`, which then exists.
 """
 
 from __future__ import annotations
@@ -13,16 +18,16 @@ import hashlib
 import json
 import math
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
 
 from reprobox import render, seeding
-from reprobox.engine import ContainerSpec
+from reprobox.engine import ContainerSpec, memory_bytes
 from reprobox.errors import ManifestError, ReplayError, UsageError
 from reprobox.manifest import SECRET_MASK, FileRecord, Manifest
 
@@ -34,7 +39,7 @@ RUN_ID_LABEL = "reprobox.dev/run-id"
 SEED_LABEL = "reprobox.dev/seed"
 RUN_ID_ANNOTATION = "reprobox.dev/run-id"  # the exact id; the label is sanitised
 IMAGE_ANNOTATION = "reprobox.dev/built-as"
-STAGING_DIR = "/out"  # where the init container sees the job's folder on the outputs claim
+CLAIM_DIR = "/claim"  # where the init container sees the root of the outputs claim
 MAX_NAME = 63  # a Job's name becomes a label value on its pods
 _MAX_PREFIX = 20
 _HASH_CHARS = 6
@@ -51,18 +56,18 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _QUANTITY = re.compile(r"^(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")
 # Docker's memory units (docker-py's parse_bytes) are binary: 1g = 1024**3 bytes.
-_DOCKER_MEMORY = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)(?:([kmg])b?|b)?$", re.IGNORECASE)
-_DOCKER_UNITS = {"": 0, "b": 0, "k": 1, "m": 2, "g": 3}
 _KUBERNETES_UNITS = ((3, "Gi"), (2, "Mi"), (1, "Ki"))
 _PUSH_HINT = ("push the image and pin it by digest: `docker tag {tag} REGISTRY/NAME && docker "
               "push REGISTRY/NAME`, then pass `--image REGISTRY/NAME@sha256:...` (the digest "
               "`docker push` prints)")
 # Refuses to overwrite an earlier attempt's files: stale outputs would pass for this run's.
 _COPY_PROJECT = (
-    f'if [ -n "$(ls -A {STAGING_DIR})" ]; then '
-    f'echo "reprobox: {STAGING_DIR} on the outputs claim is not empty: '
+    'mkdir -p {folder} || {{ echo "reprobox: cannot make {path} on the outputs claim: the '
+    'folders above it must be writable by uid {uid} or gid {gid}" >&2; exit 1; }}; '
+    'if [ -n "$(ls -A {folder})" ]; then '
+    'echo "reprobox: {path} on the outputs claim is not empty: '
     'an earlier attempt left files there; move them away first" >&2; exit 1; fi; '
-    f"cp -a {{project}}/. {STAGING_DIR}/"
+    "cp -a {project}/. {folder}/"
 )
 
 
@@ -112,16 +117,7 @@ def to_yaml(documents: Sequence[Mapping[str, Any]]) -> str:
 
 def kubernetes_memory(docker_memory: str) -> str:
     """A Docker memory limit ("8g", "512m", "1.5g", "1073741824") in Kubernetes units ("8Gi")."""
-    match = _DOCKER_MEMORY.match(docker_memory.strip())
-    if not match:
-        raise UsageError(f"memory limit {docker_memory!r} is not a Docker size",
-                         hint="write it as Docker does: a number and b, k, m or g (8g, 512m)")
-    power = _DOCKER_UNITS[(match.group(2) or "").lower()]
-    exact = Decimal(match.group(1)) * 1024**power
-    if exact <= 0 or exact != exact.to_integral_value():
-        raise UsageError(f"memory limit {docker_memory!r} is not a positive whole number of bytes",
-                         hint="use a whole number of a smaller unit (1536m, not 1.4999g)")
-    size = int(exact)
+    size = memory_bytes(docker_memory)
     for power, suffix in _KUBERNETES_UNITS:
         if size % 1024**power == 0:
             return f"{size // 1024**power}{suffix}"
@@ -292,19 +288,29 @@ def _pod_spec(manifest: Manifest, spec: ContainerSpec, image: str, output_path: 
 
 def _copy_container(spec: ContainerSpec, image: str, project: str,
                     output_path: str) -> dict[str, Any]:
-    """Copies the image's project folder onto the claim: an empty volume at /app would hide it."""
+    """Copies the image's project folder onto the claim: an empty volume at /app would hide it.
+
+    It mounts the claim's root, not a `subPath`: see the module's docstring.
+    """
     container: dict[str, Any] = {
         "name": "copy-project",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["sh", "-c", _COPY_PROJECT.format(project=project)],
+        "command": ["sh", "-c", _copy_command(spec.user, project, output_path)],
     }
     if spec.memory:  # a namespace's quota may ask every container for a limit
         container["resources"] = {"limits": {"memory": kubernetes_memory(spec.memory)}}
     container["securityContext"] = _container_security(spec.user)
-    container["volumeMounts"] = [
-        {"name": "outputs", "mountPath": STAGING_DIR, "subPath": output_path}]
+    container["volumeMounts"] = [{"name": "outputs", "mountPath": CLAIM_DIR}]
     return container
+
+
+def _copy_command(user: str, project: str, output_path: str) -> str:
+    """Make the job's folder on the claim as the run's user, refuse it if used, fill it."""
+    uid, gid = _user_ids(user)
+    folder = shlex.quote(f"{CLAIM_DIR}/{output_path}")
+    return _COPY_PROJECT.format(folder=folder, path=output_path, uid=uid, gid=gid,
+                                project=shlex.quote(project))
 
 
 def _replay_container(manifest: Manifest, spec: ContainerSpec, image: str, project: str,
@@ -425,6 +431,7 @@ def _header(documents: Sequence[Mapping[str, Any]]) -> str:
         *[f"      {_name(job)}: {_output_subpath(job)}/" for job in jobs],
         "    a folder that already holds files (an earlier attempt) stops the Job: move it "
         "away first.",
+        *_claim_root_lines(pod["securityContext"], ns),
         *_input_lines(first, claims),
         "",
         f"Apply:    kubectl{ns} apply -f THIS_FILE",
@@ -456,8 +463,25 @@ def _name(job: Mapping[str, Any]) -> str:
 
 
 def _output_subpath(job: Mapping[str, Any]) -> str:
-    (init,) = job["spec"]["template"]["spec"]["initContainers"]
-    return str(init["volumeMounts"][0]["subPath"])
+    (replay,) = job["spec"]["template"]["spec"]["containers"]
+    return next(str(m["subPath"]) for m in replay["volumeMounts"] if m["name"] == "outputs")
+
+
+def _claim_root_lines(security: Mapping[str, Any], ns: str) -> list[str]:
+    """Each Job makes its folder as the run's user, so that user must be able to write there."""
+    uid, gid = security["runAsUser"], security["fsGroup"]
+    return [
+        f"    The claim's root must be writable by uid {uid} or gid {gid}. The kubelet makes "
+        f"it so (fsGroup {gid}; fsGroupChangePolicy",
+        "    OnRootMismatch changes the volume only while its root's group and mode differ) "
+        "where the volume takes fsGroup:",
+        "    ReadWriteOnce with an fsType, or a CSI driver with fsGroupPolicy File. Elsewhere "
+        "(NFS, most ReadWriteMany",
+        "    claims) do it once as root, e.g. with the reprobox-fetch pod below (an NFS export "
+        "that squashes root needs",
+        f"    its admin): kubectl{ns} exec reprobox-fetch -- sh -c "
+        f"'chgrp {gid} /claims/outputs && chmod g+rwxs /claims/outputs'",
+    ]
 
 
 def _input_lines(job: Mapping[str, Any], claims: Mapping[str, str]) -> list[str]:

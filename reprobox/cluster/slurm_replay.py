@@ -10,7 +10,10 @@ alike. Ctrl-C cancels the job and removes its folder.
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -25,7 +28,7 @@ from reprobox.cluster.slurm_script import JobFiles, SlurmOptions, batch_script
 from reprobox.engine import Engine
 from reprobox.errors import ClusterError, ReplayError
 from reprobox.fileio import atomic_write, staged_dir
-from reprobox.manifest import Manifest
+from reprobox.manifest import Gpus, Manifest
 from reprobox.replay import (
     ENVIRONMENT_FILE,
     NO_GPU,
@@ -39,8 +42,10 @@ from reprobox.replay import (
     replay_environment,
 )
 
-POLL_S = 2.0
-QUEUE_ATTEMPTS = 5  # squeue failing this many times in a row ends the wait (and the job)
+POLL_S = 2.0  # the longest pause between two looks at the queue
+FIRST_POLL_S = 0.25
+CANCEL_WAIT_S = 30.0  # a cancelled task is given this long to go before its folder is removed
+QUEUE_PATIENCE_S = 600.0  # how long squeue may fail before reprobox stops following a job
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +62,19 @@ class SlurmRequest:
 Events = Callable[[str], None]  # "job 12: RUNNING on node1", as the job moves
 
 
+@dataclass(frozen=True, slots=True)
+class SlurmReplays:
+    """What a submission gave: replay folders in the seeds' order, and the seeds whose task
+    left no result, with why (its logs stay in the job's folder)."""
+
+    folders: list[Path]
+    lost: dict[int, str]
+
+
 def replay_on_slurm(bundle: Bundle, engine: Engine, slurm: Slurm, request: SlurmRequest,
                     on_event: Events, on_output: Callable[[bytes], None],
-                    poll_s: float = POLL_S) -> list[Path]:
-    """Submit, follow and gather; the replay folders, one per seed, in the seeds' order."""
+                    poll_s: float = POLL_S) -> SlurmReplays:
+    """Submit, follow and gather. Raises ClusterError when no task left a result."""
     manifest = bundle.manifest()
     plan = preflight.for_scheduler(manifest, request.options.gpus, request.cpu)
     built = read_built(bundle)
@@ -69,21 +83,38 @@ def replay_on_slurm(bundle: Bundle, engine: Engine, slurm: Slurm, request: Slurm
                           hint="run `reprobox build` to rebuild it from the bundle")
     seeds = request.seeds or (manifest.determinism.seed,)
     work = _new_work_dir(bundle)
-    job_id: str | None = None
     try:
-        script = _write_job(bundle, engine, built, plan, request, seeds, work)
-        job_id = slurm.submit(script)
-        on_event(f"submitted Slurm job {job_id} ({len(seeds)} task(s)); its folder: {work}")
-        _follow(slurm, job_id, work, on_event, on_output if len(seeds) == 1 else None, poll_s)
+        job_id = slurm.submit(_write_job(bundle, engine, built, plan, request, seeds, work))
     except BaseException:
-        _abandon(slurm, job_id, work)
+        shutil.rmtree(work, ignore_errors=True)
         raise
+    _follow_or_cancel(slurm, job_id, work, on_event, on_output if len(seeds) == 1 else None,
+                      poll_s, len(seeds))
     return _gather_all(bundle, slurm, job_id, work, built, plan, seeds)
+
+
+def _follow_or_cancel(slurm: Slurm, job_id: str, work: Path, on_event: Events,
+                      on_output: Callable[[bytes], None] | None, poll_s: float,
+                      tasks: int) -> None:
+    """Follow the job; Ctrl-C, from the moment it is submitted, cancels it. A Slurm that stops
+    answering leaves the job be."""
+    try:
+        on_event(f"submitted Slurm job {job_id} ({tasks} task(s)); its folder: {work}")
+        _follow(slurm, job_id, work, on_event, on_output, poll_s)
+    except KeyboardInterrupt:
+        _cancel(slurm, job_id, work, poll_s)
+        raise
+    except ClusterError as exc:
+        raise ClusterError(
+            f"lost track of Slurm job {job_id}: {exc}",
+            hint=f"the job goes on without reprobox (`scancel {job_id}` stops it); each task "
+            f"leaves its outputs and logs in {work}/task-<n>/") from None
 
 
 def _new_work_dir(bundle: Bundle) -> Path:
     work = bundle.jobs_dir / new_replay_id()
-    work.mkdir(parents=True)
+    work.parent.mkdir(parents=True, exist_ok=True)
+    work.mkdir(mode=0o700)  # the job's environment and outputs are the user's alone
     return work
 
 
@@ -104,33 +135,44 @@ def _write_job(bundle: Bundle, engine: Engine, built: BuiltImage, plan: prefligh
                         fetched_paths(manifest))
     path = work / "job.sh"
     atomic_write(path, text)
-    path.chmod(0o755)
+    path.chmod(0o700)
     return path
 
 
 def saved_image(bundle: Bundle, engine: Engine, built: BuiltImage) -> Path:
-    """`docker save` of the bundle's image beside its jobs, once per image id."""
-    image_id = engine.image_id(built.tag).removeprefix("sha256:")
-    path = (bundle.jobs_dir / "images" / f"{image_id}.tar").resolve()
+    """`docker save` of the bundle's image beside its jobs, once per image (its tag is a hash
+    of everything it is made from, so a rebuilt image gets another file)."""
+    path = image_tar_path(bundle, built)
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    partial = Path(name)
     try:
-        with partial.open("wb") as out:
+        with os.fdopen(handle, "wb") as out:
             engine.save_images([built.tag], out, lambda _: None)
-        partial.chmod(0o644)
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
     return path
 
 
+def image_tar_path(bundle: Bundle, built: BuiltImage) -> Path:
+    """Where jobs find the saved image; the SIF built from it has the same name, `.sif`."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", built.tag.rpartition("/")[2])
+    return (bundle.jobs_dir / "images" / f"{name}.tar").resolve()
+
+
 def _follow(slurm: Slurm, job_id: str, work: Path, on_event: Events,
             on_output: Callable[[bytes], None] | None, poll_s: float) -> None:
-    """Wait for every task to leave the queue, saying when states change."""
+    """Wait for every task to leave the queue, saying when states change.
+
+    The pause between two looks at the queue grows from FIRST_POLL_S to `poll_s`: a short job
+    is gathered soon after it ends, a long one does not keep slurmctld busy.
+    """
     seen: dict[int, TaskState] = {}
     shown = 0
+    pause = min(FIRST_POLL_S, poll_s)
     while True:
         queued = _queued(slurm, job_id, poll_s)
         for task, state in sorted(queued.items()):
@@ -142,20 +184,23 @@ def _follow(slurm: Slurm, job_id: str, work: Path, on_event: Events,
             shown = _tail(work / "task-0" / "stdout.log", shown, on_output)
         if not queued:
             return
-        time.sleep(poll_s)
+        time.sleep(pause)
+        pause = min(pause * 2, poll_s)
 
 
 def _queued(slurm: Slurm, job_id: str, poll_s: float) -> dict[int, TaskState]:
-    """squeue's answer; a slurmctld that is briefly away (a restart) is asked again."""
-    attempt = 1
+    """squeue's answer; a slurmctld that is away (a restart, a fail-over) is asked again with
+    growing pauses for up to QUEUE_PATIENCE_S."""
+    waited, pause = 0.0, max(poll_s, 0.01)
     while True:
         try:
             return slurm.queued(job_id)
         except ClusterError:
-            if attempt == QUEUE_ATTEMPTS:
+            if waited >= QUEUE_PATIENCE_S:
                 raise
-        time.sleep(poll_s * attempt)
-        attempt += 1
+        time.sleep(pause if poll_s else 0)
+        waited += pause
+        pause = min(pause * 2, 30.0)
 
 
 def _tail(path: Path, offset: int, on_output: Callable[[bytes], None]) -> int:
@@ -171,34 +216,37 @@ def _tail(path: Path, offset: int, on_output: Callable[[bytes], None]) -> int:
     return offset + len(data)
 
 
-def _abandon(slurm: Slurm, job_id: str | None, work: Path) -> None:
-    """Ctrl-C or an error before the results: cancel the job, leave nothing half-made."""
-    if job_id is not None:
-        with contextlib.suppress(ClusterError):  # the original error is the one to report
-            slurm.cancel(job_id)
+def _cancel(slurm: Slurm, job_id: str, work: Path, poll_s: float) -> None:
+    """Ctrl-C: cancel the job and, once it has left the queue, remove its folder."""
+    with contextlib.suppress(ClusterError):  # the interruption is what to report
+        slurm.cancel(job_id)
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        while slurm.queued(job_id) and time.monotonic() < deadline:
+            time.sleep(min(poll_s, 1.0))  # scancel does not wait; a task still writes
     shutil.rmtree(work, ignore_errors=True)
 
 
 def _gather_all(bundle: Bundle, slurm: Slurm, job_id: str, work: Path, built: BuiltImage,
-                plan: preflight.Preflight, seeds: Sequence[int]) -> list[Path]:
+                plan: preflight.Preflight, seeds: Sequence[int]) -> SlurmReplays:
+    """Every task that left a result becomes a replay; the job's folder goes when all did."""
     ended = slurm.final_states(job_id)
-    folders, failures = [], []
+    folders, lost = [], {}
     for task, seed in enumerate(seeds):
         task_dir = work / f"task-{task}"
         result = _task_result(task_dir, ended.get(task), job_id, task)
         if isinstance(result, str):
-            failures.append(result)
+            lost[seed] = result
             continue
         result = replace(result, image=built.tag, gpus=plan.gpus, seed=seed,
                          expect_tolerance=plan.expect_tolerance, notes=list(plan.notes),
                          where=_where(job_id, task, task_dir))
-        folders.append(_gather(bundle, task_dir, result))
-    if failures:
-        kept = f"; {len(folders)} of {len(seeds)} replays were gathered" if folders else ""
-        raise ClusterError(f"{failures[0]}{kept}",
-                           hint=f"the job's logs are kept in {work} (slurm-*.out)")
-    shutil.rmtree(work, ignore_errors=True)
-    return folders
+        folders.append(_gather(bundle, task_dir, result, plan))
+    if not folders:
+        raise ClusterError(next(iter(lost.values())),
+                           hint=f"the job's logs are kept in {work} (slurm-*.out, task-*/)")
+    if not lost:
+        shutil.rmtree(work, ignore_errors=True)
+    return SlurmReplays(folders, lost)
 
 
 def _task_result(task_dir: Path, ended: TaskState | None, job_id: str,
@@ -228,21 +276,45 @@ def _result(task_dir: Path, exit_code: int, timed_out: bool) -> ReplayResult:
     )
 
 
-def _gather(bundle: Bundle, task_dir: Path, result: ReplayResult) -> Path:
+def _gather(bundle: Bundle, task_dir: Path, result: ReplayResult,
+            plan: preflight.Preflight) -> Path:
     """One task's results as a replay folder, staged and renamed into place when complete."""
     final = bundle.replays_dir / new_replay_id()
-    result = replace(result, replay_id=final.name)
     with staged_dir(final) as staging:
         for stream in ("stdout.log", "stderr.log"):
-            source = task_dir / stream
-            atomic_write(staging / "logs" / stream, source.read_bytes() if source.is_file()
-                         else b"")
-        _collect_outputs(bundle.manifest(), task_dir / "fetched", staging / "outputs")
-        probed = _probe(task_dir)
+            _copy_regular(task_dir, task_dir / stream, staging / "logs" / stream, empty=True)
+        for output in bundle.manifest().outputs:
+            _copy_regular(task_dir / "fetched", task_dir / "fetched" / output.path,
+                          staging / "outputs" / output.path)
+        environment = replay_environment(_probe(task_dir), result, NO_GPU)
+        result = _weighed_on_node(bundle.manifest(), replace(result, replay_id=final.name),
+                                  environment.gpu, plan)
         atomic_write(staging / "replay.json", result.to_json())
-        atomic_write(staging / ENVIRONMENT_FILE,
-                     replay_environment(probed, result, NO_GPU).to_json())
+        atomic_write(staging / ENVIRONMENT_FILE, environment.to_json())
     return final
+
+
+def _weighed_on_node(manifest: Manifest, result: ReplayResult, node: Gpus | None,
+                     plan: preflight.Preflight) -> ReplayResult:
+    """What the node turned out to have (its probe's GPUs), weighed as a local preflight would:
+    another GPU model, fewer GPUs, and the comparison expects tolerance, not equality."""
+    if not plan.gpus or node is None or not node.devices:
+        return result
+    concerns = preflight.on_node(manifest, node, plan.gpu_count)
+    return replace(result, notes=[*result.notes, *(c.message for c in concerns)],
+                   expect_tolerance=result.expect_tolerance or any(c.tolerance
+                                                                   for c in concerns))
+
+
+def _copy_regular(root: Path, source: Path, target: Path, empty: bool = False) -> None:
+    """Copy `source` if it is a regular file inside `root` (never through a link: under
+    Apptainer the run wrote straight onto this storage); else write nothing, or `empty`."""
+    inside = source.resolve().is_relative_to(root.resolve()) and not source.is_symlink()
+    if inside and source.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    elif empty:
+        atomic_write(target, b"")
 
 
 def _probe(task_dir: Path) -> Mapping[str, Any] | str:
@@ -253,16 +325,6 @@ def _probe(task_dir: Path) -> Mapping[str, Any] | str:
     out, err = task_dir / "environment.out", task_dir / "environment.err"
     return probe_report(int(exit_code), out.read_bytes() if out.is_file() else b"",
                         err.read_bytes() if err.is_file() else b"")
-
-
-def _collect_outputs(manifest: Manifest, fetched: Path, outputs: Path) -> None:
-    """The recorded outputs the task copied out: regular files only, never a link."""
-    for output in manifest.outputs:
-        source = fetched / output.path
-        if source.is_file() and not source.is_symlink():
-            target = outputs / output.path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
 
 
 def _where(job_id: str, task: int, task_dir: Path) -> str:

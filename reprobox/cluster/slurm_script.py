@@ -17,7 +17,7 @@ import jinja2
 
 from reprobox import render
 from reprobox.cluster import apptainer
-from reprobox.engine import ContainerSpec, cli_flags
+from reprobox.engine import ContainerSpec, cli_flags, memory_bytes
 from reprobox.errors import UsageError
 from reprobox.manifest import Manifest
 
@@ -62,7 +62,8 @@ class JobFiles:
     work: str  # the job's folder; task-<n>/ under it
     image_tar: str  # `docker save` of the image, for a node that lacks it and for Apptainer
     sif: str  # the Apptainer image built from image_tar, once
-    probe_dir: str | None = None  # the environment probe's scripts; None: no probe (an export)
+    # the environment probe's scripts; None: no probe, and WORK may not exist yet (an export)
+    probe_dir: str | None = None
     # Slurm's own log of each task; it must be in a folder that exists when the job starts
     log_pattern: str = "slurm-%A_%a.out"  # relative: the folder sbatch was run in
 
@@ -79,7 +80,9 @@ def batch_script(manifest: Manifest, run_id: str, spec: ContainerSpec, seeds: Se
         image=spec.image, image_q=shlex.quote(spec.image), header=_header(files, spec.image),
         job_name=f"reprobox-{run_id}"[:64], log_pattern=shlex.quote(files.log_pattern),
         cpus=options.cpus, partition=options.partition, gpus=options.gpus, time=options.time,
+        mem=_slurm_memory(spec.memory),
         array=f"0-{len(seeds) - 1}" if len(seeds) > 1 else None, probe=files.probe_dir is not None,
+        submitted=files.probe_dir is not None,
         work=shlex.quote(files.work), image_tar=shlex.quote(files.image_tar),
         sif=shlex.quote(files.sif), seeds=" ".join(map(str, seeds)), engine=options.engine,
         env_lines=" ".join(shlex.quote(line) for line in _env_lines(env)),
@@ -147,7 +150,7 @@ def _apptainer_parts(spec: ContainerSpec, files: JobFiles, gpus: bool) -> dict[s
         *_or_fail(apptainer.build_sif_lines(image_tar, sif), "apptainer could not build $SIF"),
         *_or_fail(apptainer.prepare_project_lines(sif, project),
                   "apptainer could not copy the image's project out"),
-        *_or_fail(apptainer.bind_point_lines(spec, project) or [":"],
+        *_or_fail(apptainer.bind_point_lines(spec, project),
                   "cannot make the inputs' bind points"),
         f"mkdir -p {scratch} || fail \"cannot make $OUT/scratch\"",
     ]
@@ -166,8 +169,16 @@ def _apptainer_parts(spec: ContainerSpec, files: JobFiles, gpus: bool) -> dict[s
 
 
 def _or_fail(lines: list[str], message: str) -> list[str]:
-    """A helper's lines, the whole command failing the task with `message`."""
+    """A helper's lines, the whole command failing the task with `message` (none: none)."""
+    if not lines:
+        return []
     return [*lines[:-1], f"{lines[-1]} || fail \"{message} on $(hostname)\""]
+
+
+def _slurm_memory(limit: str | None) -> str | None:
+    """Docker's memory limit as sbatch's --mem (whole MiB, rounded up): Slurm holds the job to
+    it, which an Apptainer replay has no other way to get."""
+    return None if limit is None else f"{-(-memory_bytes(limit) // (1 << 20))}M"
 
 
 def _comment(text: str) -> str:

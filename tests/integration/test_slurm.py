@@ -86,8 +86,10 @@ def test_a_replay_through_slurm_reproduces_and_is_a_replay_like_any_other(built:
 
 
 def test_a_three_seed_sweep_is_a_job_array_with_a_table(built: Built) -> None:
+    """Three new seeds, and the original's own, which must reproduce it and stay out of the
+    spread."""
     before = set(built.bundle.replays())
-    seeds = [CAPTURED_SEED, 11, 12]
+    seeds = [CAPTURED_SEED, 11, 12, 13]
     result = reprobox(["run", "--on", "slurm", "--seeds", ",".join(map(str, seeds)), "--json",
                        str(built.bundle.path)], built.project)
     assert result.code == 0, result
@@ -104,6 +106,9 @@ def test_a_three_seed_sweep_is_a_job_array_with_a_table(built: Built) -> None:
         weights = np.load(folder / "outputs" / "out" / "weights.npy")
         original = np.load(built.bundle.outputs_dir / "out" / "weights.npy")
         assert np.array_equal(weights, original) == (record["seed"] == CAPTURED_SEED)
+        if record["seed"] == CAPTURED_SEED:
+            losses.pop()
+    assert sweep["own_seed"] == {"seed": CAPTURED_SEED, "verdict": "identical"}
     assert final_loss["n"] == 3
     assert final_loss["mean"] == pytest.approx(float(np.mean(losses)))
     assert final_loss["std"] == pytest.approx(float(np.std(losses, ddof=1)))
@@ -129,7 +134,8 @@ def test_slurm_options_without_on_slurm_are_a_usage_error(built: Built) -> None:
 def test_ctrl_c_while_following_cancels_the_job_and_leaves_nothing(built: Built,
                                                                    tmp_path: Path) -> None:
     before = set(built.bundle.replays())
-    # a job that cannot start yet: it asks for more CPUs than the node has... for a while
+    # two tasks on a two-core node: the interrupt comes while they start (a container takes
+    # seconds), and a job already gone would make the queue and folder checks pass anyway
     process = reprobox_process(["replay", "--on", "slurm", "--seeds", "1-2",
                                 str(built.bundle.path)], built.project, {})
     assert process.stderr is not None

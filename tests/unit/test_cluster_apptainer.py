@@ -45,11 +45,19 @@ def mounts():
         if word == "--mount":
             fields = dict(f.split("=", 1) for f in next(csv.reader([argv[i + 1]])) if "=" in f)
             yield fields["dst"], pathlib.Path(fields["src"])
+def await_file(name):  # a gate between racing tasks, so that the race is the same each time
+    deadline = time.monotonic() + 30
+    while name and not pathlib.Path(name).exists():
+        if time.monotonic() > deadline:
+            sys.exit(3)
+        time.sleep(0.01)
 if argv[0] == "build":
-    time.sleep(float(os.environ.get("FAKE_BUILD_SLEEP", "0")))
+    if os.environ.get("FAKE_BUILD_STARTED"):
+        pathlib.Path(os.environ["FAKE_BUILD_STARTED"]).touch()
+    await_file(os.environ.get("FAKE_BUILD_AWAIT"))
     if os.environ.get("FAKE_BUILD_FAIL"):
         sys.exit(1)
-    pathlib.Path(argv[argv.index("--force") + 1]).write_text("SIF")
+    pathlib.Path(argv[argv.index("--force") + 1]).write_text(os.environ.get("FAKE_SIF", "SIF"))
 elif "cp" in argv:  # copying the image's /app out
     if os.environ.get("FAKE_COPY_FAIL"):
         sys.exit(1)
@@ -215,13 +223,30 @@ def test_odd_env_names_and_device_lists_are_refused() -> None:
         apptainer.exec_words(dataclasses.replace(spec, argv=()), "/s.sif", "/w/p", gpus=False)
 
 
-def test_the_sif_is_built_once_and_racing_tasks_leave_one(tmp_path: Path,
-                                                          fakes: dict[str, str]) -> None:
+def _race_two_builds(tmp_path: Path, fakes: dict[str, str], script: str) -> tuple[int, int]:
+    """Task A lands its SIF while task B is still building; B lands after: (inode after A,
+    inode after B). Both passed the `[ ! -s ]` check before either landed."""
+    gates = Path(fakes["PATH"].split(":")[0])  # out of the folder listings
+    first = subprocess.Popen(["bash", "-c", script], cwd=tmp_path, env={
+        **fakes, "FAKE_SIF": "SIF of A", "FAKE_BUILD_AWAIT": str(gates / "b-building")})
+    second = subprocess.Popen(["bash", "-c", script], cwd=tmp_path, env={
+        **fakes, "FAKE_SIF": "SIF of B", "FAKE_BUILD_STARTED": str(gates / "b-building"),
+        "FAKE_BUILD_AWAIT": str(gates / "a-landed")})
+    assert first.wait(timeout=60) == 0
+    after_first = (tmp_path / "re play.sif").stat().st_ino
+    (gates / "a-landed").touch()
+    assert second.wait(timeout=60) == 0
+    return after_first, (tmp_path / "re play.sif").stat().st_ino
+
+
+def test_the_sif_is_built_once_and_the_first_that_lands_is_kept(tmp_path: Path,
+                                                                fakes: dict[str, str]) -> None:
     (tmp_path / "image.tar").write_text("TAR")
     script = "\n".join(apptainer.build_sif_lines("image.tar", shlex.quote("re play.sif")))
-    racing = [subprocess.Popen(["bash", "-c", script], cwd=tmp_path,
-                               env={**fakes, "FAKE_BUILD_SLEEP": "0.5"}) for _ in range(2)]
-    assert [task.wait(timeout=60) for task in racing] == [0, 0]
+    after_first, after_second = _race_two_builds(tmp_path, fakes, script)
+    # Tasks on other nodes may already run A's SIF: replacing it gives them stale handles.
+    assert after_second == after_first
+    assert (tmp_path / "re play.sif").read_text() == "SIF of A"
     assert _bash(script, tmp_path, fakes).returncode == 0
     builds = [call["argv"] for call in _calls(fakes)]
     assert len(builds) == 2  # both raced; the third found the SIF
@@ -230,6 +255,35 @@ def test_the_sif_is_built_once_and_racing_tasks_leave_one(tmp_path: Path,
         assert argv[2].startswith("re play.sif.partial.")
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "bin", "calls.jsonl", "image.tar", "re play.sif"]
+
+
+def test_without_hard_links_mv_keeps_the_first_sif_too(tmp_path: Path,
+                                                       fakes: dict[str, str]) -> None:
+    no_links = Path(fakes["PATH"].split(":")[0]) / "ln"
+    no_links.write_text("#!/bin/sh\necho 'ln: Operation not permitted' >&2\nexit 1\n")
+    no_links.chmod(0o755)
+    (tmp_path / "image.tar").write_text("TAR")
+    script = "\n".join(apptainer.build_sif_lines("image.tar", shlex.quote("re play.sif")))
+    after_first, after_second = _race_two_builds(tmp_path, fakes, script)
+    assert after_second == after_first
+    assert (tmp_path / "re play.sif").read_text() == "SIF of A"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bin", "calls.jsonl", "image.tar", "re play.sif"]
+
+
+def test_a_failed_build_is_fine_where_another_task_landed_one(tmp_path: Path,
+                                                               fakes: dict[str, str]) -> None:
+    script = "\n".join(apptainer.build_sif_lines("image.tar", "out.sif"))
+    gates = Path(fakes["PATH"].split(":")[0])
+    failing = subprocess.Popen(["bash", "-c", f"{script} || exit 7"], cwd=tmp_path, env={
+        **fakes, "FAKE_BUILD_FAIL": "1", "FAKE_BUILD_STARTED": str(gates / "started"),
+        "FAKE_BUILD_AWAIT": str(gates / "landed")})
+    assert subprocess.run(["sh", "-c", f"until [ -e {gates}/started ]; do sleep 0.01; done"],
+                          timeout=30, check=False).returncode == 0
+    (tmp_path / "out.sif").write_text("SIF of another task")
+    (gates / "landed").touch()
+    assert failing.wait(timeout=60) == 0  # the step's status is whether a SIF is there
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "calls.jsonl", "out.sif"]
 
 
 def test_a_failed_build_leaves_nothing(tmp_path: Path, fakes: dict[str, str]) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,26 @@ def test_export_slurm_writes_a_script_with_no_probe(bundle: Bundle, tmp_path: Pa
         assert line in text
     assert "#SBATCH --gpus" not in text and "environment.out" not in text
     images = bundle.jobs_dir.resolve() / "images"
-    assert f"IMAGE_TAR={images / 'image.tar'}" in text
+    assert f"IMAGE_TAR={images / 'numpy-sgd_0123.tar'}\n" in text  # named by the image's tag
+    assert f"SIF={images / 'numpy-sgd_0123.sif'}\n" in text
     assert not bundle.jobs_dir.exists()  # only written, never submitted or saved
     assert export(bundle, request) == files  # the same bundle, the same bytes
+
+
+def test_export_slurm_looks_for_the_image_where_a_slurm_replay_saves_it(
+        bundle: Bundle, tmp_path: Path) -> None:
+    # The header tells the user to save the image there; `replay --on slurm` saves it there
+    # too, so either one's file serves the other.
+    from reprobox.cluster.slurm_replay import saved_image
+    from tests.unit.fakes import FakeEngine
+
+    (text,) = export(bundle, ExportRequest("slurm")).values()
+    saved = saved_image(bundle, FakeEngine(images={BUILT.tag}), BUILT)
+    assert f"IMAGE_TAR={saved}\n" in text and saved.is_file()
+    rebuilt = replace(BUILT, tag="reprobox/numpy-sgd:4567")
+    bundle.build_record_path.write_text(json.dumps(asdict(rebuilt)))
+    (again,) = export(bundle, ExportRequest("slurm")).values()
+    assert f"IMAGE_TAR={saved.with_name('numpy-sgd_4567.tar')}\n" in again
 
 
 def test_export_slurm_without_seeds_replays_the_captured_one(bundle: Bundle) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -212,16 +215,63 @@ def test_the_project_is_copied_onto_the_claim_then_mounted_over_app(sgd: Manifes
     pod = _pod(job)
     (init,) = pod["initContainers"]
     assert init["command"][:2] == ["sh", "-c"]
-    assert init["command"][2].endswith("cp -a /app/. /out/")
-    assert "not empty" in init["command"][2]  # an earlier attempt's files are not reused
-    assert init["volumeMounts"] == [
-        {"name": "outputs", "mountPath": "/out", "subPath": f"{RUN_ID}/seed-1234"}]
+    script = init["command"][2]
+    assert script.startswith(f"mkdir -p /claim/{RUN_ID}/seed-1234 ||")
+    assert script.endswith(f"cp -a /app/. /claim/{RUN_ID}/seed-1234/")
+    assert "not empty" in script  # an earlier attempt's files are not reused
+    # The claim's root, not a subPath: the kubelet would make a missing one as root.
+    assert init["volumeMounts"] == [{"name": "outputs", "mountPath": "/claim"}]
     mounts = _replay_container(job)["volumeMounts"]
     assert mounts == [{"name": "outputs", "mountPath": "/app", "subPath": f"{RUN_ID}/seed-1234"},
                       {"name": "tmp", "mountPath": "/tmp"}]
     assert pod["volumes"] == [
         {"name": "outputs", "persistentVolumeClaim": {"claimName": "reprobox-outputs"}},
         {"name": "tmp", "emptyDir": {}}]
+
+
+def _run_copy(job: dict[str, Any], claim: Path, project: Path) -> subprocess.CompletedProcess[str]:
+    """The init container's script, with the claim and /app at these host folders."""
+    (init,) = _pod(job)["initContainers"]
+    script = init["command"][2].replace("/claim/", f"{claim}/").replace("/app/.", f"{project}/.")
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30,
+                          check=False)
+
+
+@pytest.fixture
+def image_app(tmp_path: Path) -> Path:
+    project = tmp_path / "app"
+    (project / "data").mkdir(parents=True)
+    (project / "train.py").write_text("print('hi')")
+    return project
+
+
+def test_the_copy_makes_the_jobs_folder_on_a_fresh_claim(sgd: Manifest, tmp_path: Path,
+                                                        image_app: Path) -> None:
+    claim = tmp_path / "claim"
+    claim.mkdir()
+    first, seven = _jobs(_documents(sgd, seeds=(None, 7)))
+    assert _run_copy(first, claim, image_app).returncode == 0
+    assert _run_copy(seven, claim, image_app).returncode == 0  # the run's folder exists now
+    for seed in (1234, 7):
+        folder = claim / RUN_ID / f"seed-{seed}"
+        assert sorted(p.name for p in folder.iterdir()) == ["data", "train.py"]
+        assert folder.stat().st_uid == os.getuid()  # made by the run's user, not the kubelet
+    again = _run_copy(first, claim, image_app)
+    assert again.returncode == 1
+    assert f"{RUN_ID}/seed-1234 on the outputs claim is not empty" in again.stderr
+
+
+def test_a_folder_that_cannot_be_made_stops_the_copy(sgd: Manifest, tmp_path: Path,
+                                                    image_app: Path) -> None:
+    claim = tmp_path / "claim"
+    claim.mkdir()
+    (claim / RUN_ID).write_text("")  # in the way, as an unwritable parent is for uid 1000
+    (job,) = _jobs(_documents(sgd))
+    result = _run_copy(job, claim, image_app)
+    assert result.returncode == 1
+    assert (f"cannot make {RUN_ID}/seed-1234 on the outputs claim: the folders above it must "
+            "be writable by uid 1000 or gid 1000") in result.stderr
+    assert [p.name for p in claim.iterdir()] == [RUN_ID]
 
 
 def test_inputs_are_mounted_read_only_from_their_claim(sgd: Manifest) -> None:
@@ -432,6 +482,10 @@ def test_the_header_says_how_to_apply_and_fetch(sgd: Manifest) -> None:
     assert (f"kubectl -n ml cp reprobox-fetch:/claims/outputs/{RUN_ID}/seed-1234 "
             f"./reprobox-{RUN_ID.lower()}-seed-1234") in header
     assert "'reprobox-inputs'" in header and "      data/in.csv" in header
+    assert "root must be writable by uid 1000 or gid 1000" in header
+    assert "fsGroupChangePolicy" in header and "fsGroupPolicy File" in header
+    assert ("kubectl -n ml exec reprobox-fetch -- sh -c "
+            "'chgrp 1000 /claims/outputs && chmod g+rwxs /claims/outputs'") in header
     overrides = re.search(r"--overrides='([^']*)'", header)
     assert overrides is not None
     fetch_pod = yaml.safe_load(overrides.group(1))

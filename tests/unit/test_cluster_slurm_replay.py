@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
+import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,11 +16,14 @@ from typing import Any, BinaryIO
 import pytest
 
 from reprobox import replay as replay_module
+from reprobox.build import BuiltImage
 from reprobox.bundle import Bundle
+from reprobox.cluster import slurm_replay
 from reprobox.cluster.slurm import Slurm, TaskState
 from reprobox.cluster.slurm_replay import (
-    QUEUE_ATTEMPTS,
+    SlurmReplays,
     SlurmRequest,
+    image_tar_path,
     replay_on_slurm,
 )
 from reprobox.cluster.slurm_script import SlurmOptions
@@ -32,6 +37,7 @@ from .test_preflight import gpu_manifest
 
 JOB_ID = "77"
 WEIGHTS = npy([1.0, 2.0])
+GPU_DATA = Path(__file__).resolve().parents[1] / "data" / "gpu"
 Tasks = Callable[[Path, int], None]  # (the job script, how many tasks) → task folders
 
 
@@ -41,14 +47,18 @@ Answer = dict[int, TaskState] | BaseException
 
 
 class FakeSlurm(Slurm):
-    """Runs `write_tasks` on submit; squeue answers `answers` in turn, then the job is gone."""
+    """Runs `write_tasks` on submit; squeue answers `answers` in turn, then `then` (by default,
+    the job is gone). `calls` records squeue and scancel in order, and whether the job's
+    folder was there at the time."""
 
     def __init__(self, write_tasks: Tasks, answers: Sequence[Answer] = ({0: RUNNING},),
-                 ended: dict[int, TaskState] | None = None) -> None:
+                 ended: dict[int, TaskState] | None = None, then: Answer | None = None) -> None:
         super().__init__()
         self.write_tasks, self.answers, self.ended = write_tasks, list(answers), ended or {}
+        self.then: Answer = {} if then is None else then
         self.scripts: list[Path] = []
         self.cancelled: list[str] = []
+        self.calls: list[tuple[str, bool]] = []
 
     def submit(self, script: Path) -> str:
         self.scripts.append(script)
@@ -58,7 +68,8 @@ class FakeSlurm(Slurm):
 
     def queued(self, job_id: str) -> dict[int, TaskState]:
         assert job_id == JOB_ID
-        answer = self.answers.pop(0) if self.answers else {}
+        self.calls.append(("squeue", self._work_exists()))
+        answer = self.answers.pop(0) if self.answers else self.then
         if isinstance(answer, BaseException):
             raise answer
         return answer
@@ -67,7 +78,11 @@ class FakeSlurm(Slurm):
         return self.ended
 
     def cancel(self, job_id: str) -> None:
+        self.calls.append(("scancel", self._work_exists()))
         self.cancelled.append(job_id)
+
+    def _work_exists(self) -> bool:
+        return bool(self.scripts) and self.scripts[-1].parent.is_dir()
 
 
 @dataclass
@@ -94,12 +109,25 @@ def _request(*seeds: int, **options: object) -> SlurmRequest:
     return SlurmRequest(SlurmOptions(**options), seeds=seeds)  # type: ignore[arg-type]
 
 
+def _submit(bundle: Bundle, slurm: FakeSlurm, request: SlurmRequest | None = None,
+            engine: FakeEngine | None = None, events: list[str] | None = None,
+            printed: list[bytes] | None = None, poll_s: float = 0) -> SlurmReplays:
+    return replay_on_slurm(bundle, engine or SavingEngine(images={BUILT.tag}), slurm,
+                           request or _request(), (events if events is not None else []).append,
+                           (printed if printed is not None else []).append, poll_s=poll_s)
+
+
 def _replay(bundle: Bundle, slurm: FakeSlurm, request: SlurmRequest | None = None,
             engine: FakeEngine | None = None,
             events: list[str] | None = None, printed: list[bytes] | None = None) -> list[Path]:
-    return replay_on_slurm(bundle, engine or SavingEngine(images={BUILT.tag}), slurm,
-                           request or _request(), (events if events is not None else []).append,
-                           (printed if printed is not None else []).append, poll_s=0)
+    """The replay folders of a submission in which every task left a result."""
+    done = _submit(bundle, slurm, request, engine, events, printed)
+    assert done.lost == {}
+    return done.folders
+
+
+def _job_folders(bundle: Bundle) -> list[Path]:
+    return [p for p in bundle.jobs_dir.iterdir() if p.name != "images"]
 
 
 def _task_dir(script: Path, task: int) -> Path:
@@ -155,7 +183,8 @@ class Node:
             done = run_script(script, {**self.env, "SLURM_ARRAY_TASK_ID": str(task),
                                        "SLURM_JOB_ID": JOB_ID,
                                        "FAKE_STDOUT": f"seed task {task}\n"})
-            assert done.returncode == 0, done.stderr
+            recorded = (_task_dir(script, task) / "exit_code").read_text()
+            assert done.returncode == int(recorded), done.stderr  # the replay's, 3
 
 
 def test_the_job_script_runs_and_its_tasks_become_replays(tmp_path: Path,
@@ -222,15 +251,52 @@ def test_a_slurmctld_briefly_away_is_asked_again(tmp_path: Path,
     assert replay_module.read_result(folder).exit_code == 0 and slurm.cancelled == []
 
 
-def test_a_slurmctld_that_stays_away_ends_the_wait_and_the_job(
-        tmp_path: Path, sample_manifest: Manifest) -> None:
+class Clock:
+    """Stands in for the `time` module in slurm_replay: sleeps are recorded and pass at once."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_squeue_is_asked_again_with_growing_pauses_for_a_while(
+        tmp_path: Path, sample_manifest: Manifest, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A slurmctld restart or fail-over takes minutes: reprobox keeps asking, less and less often.
+    clock = Clock()
+    monkeypatch.setattr(slurm_replay, "time", clock)
+    monkeypatch.setattr(slurm_replay, "QUEUE_PATIENCE_S", 100.0)
+    away = ClusterError("squeue could not follow the replay job: connect failure")
+    slurm = FakeSlurm(_by_hand, answers=[], then=away)
+    with pytest.raises(ClusterError):
+        _submit(_bundle(tmp_path, sample_manifest), slurm, poll_s=1.0)
+    assert clock.slept == [1, 2, 4, 8, 16, 30, 30, 30]
+    assert sum(clock.slept[:-1]) < 100 <= sum(clock.slept)
+    assert len(slurm.calls) == len(clock.slept) + 1
+
+
+def test_a_slurmctld_that_stays_away_leaves_the_job_running_and_says_where(
+        tmp_path: Path, sample_manifest: Manifest, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(slurm_replay, "QUEUE_PATIENCE_S", 0.05)
     bundle = _bundle(tmp_path, sample_manifest)
     away = ClusterError("squeue could not follow the replay job: connect failure")
-    slurm = FakeSlurm(_by_hand, answers=[away] * QUEUE_ATTEMPTS)
-    with pytest.raises(ClusterError, match="connect failure"):
-        _replay(bundle, slurm)
-    assert slurm.cancelled == [JOB_ID] and bundle.replays() == []
-    assert [p.name for p in bundle.jobs_dir.iterdir()] == ["images"]
+    slurm = FakeSlurm(_by_hand, answers=[{0: RUNNING}], then=away)
+    with pytest.raises(ClusterError) as err:
+        _submit(bundle, slurm)
+    assert str(err.value) == (f"lost track of Slurm job {JOB_ID}: squeue could not follow the "
+                              "replay job: connect failure")
+    assert err.value.exit_code == 6
+    assert slurm.cancelled == [] and bundle.replays() == []  # the job may well finish
+    (work,) = _job_folders(bundle)
+    assert (work / "task-0" / "exit_code").is_file()  # the task's results are kept
+    hint = err.value.hint or ""
+    assert f"scancel {JOB_ID}" in hint and f"{work}/task-<n>/" in hint
 
 
 def test_the_slurm_log_lands_in_the_jobs_folder(tmp_path: Path,
@@ -264,23 +330,94 @@ def test_a_linked_output_is_not_copied(tmp_path: Path, sample_manifest: Manifest
     assert not (folder / "outputs" / "out" / "link.txt").exists()
 
 
-def test_a_task_that_could_not_start_is_an_error_and_the_others_are_kept(
+def test_an_output_under_a_linked_folder_is_not_copied(tmp_path: Path,
+                                                       sample_manifest: Manifest) -> None:
+    # Under Apptainer the run writes straight onto the shared storage: `out -> /etc` would
+    # have reprobox copy whatever lies there into the replay, as if the run had written it.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "w.npy").write_bytes(WEIGHTS)
+    (elsewhere / "link.txt").write_text("original\n")
+
+    def linked_folder(script: Path, count: int) -> None:
+        out = _write_task(script, 0, outputs={})
+        (out / "fetched" / "out").symlink_to(elsewhere, target_is_directory=True)
+
+    (folder,) = _replay(_bundle(tmp_path, sample_manifest), FakeSlurm(linked_folder))
+    assert not (folder / "outputs" / "out").exists()
+
+
+def test_a_linked_log_is_not_copied(tmp_path: Path, sample_manifest: Manifest) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not the run's\n")
+
+    def linked_log(script: Path, count: int) -> None:
+        out = _write_task(script, 0)
+        (out / "stdout.log").unlink()
+        (out / "stdout.log").symlink_to(secret)
+
+    (folder,) = _replay(_bundle(tmp_path, sample_manifest), FakeSlurm(linked_log))
+    assert (folder / "logs" / "stdout.log").read_bytes() == b""
+    assert (folder / "logs" / "stderr.log").read_bytes() == b""
+
+
+def test_a_large_log_is_copied_without_being_held_in_memory(tmp_path: Path,
+                                                            sample_manifest: Manifest) -> None:
+    # A replay may print gigabytes; gathering it must not need that much memory.
+    size = 48 << 20
+    chunk = b"step 123456: loss 0.25\n" * 4096
+
+    def chatty(script: Path, count: int) -> None:
+        out = _write_task(script, 0)
+        with (out / "stderr.log").open("wb") as log:
+            for _ in range(size // len(chunk)):
+                log.write(chunk)
+
+    slurm = FakeSlurm(chatty)
+    tracemalloc.start()
+    try:
+        (folder,) = _replay(_bundle(tmp_path, sample_manifest), slurm)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    copied = folder / "logs" / "stderr.log"
+    assert copied.stat().st_size == (size // len(chunk)) * len(chunk)
+    assert peak < 8 << 20
+
+
+def test_a_task_that_could_not_start_is_lost_and_the_others_are_gathered(
         tmp_path: Path, sample_manifest: Manifest) -> None:
     bundle = _bundle(tmp_path, sample_manifest)
 
     def one_fails(script: Path, count: int) -> None:
         _write_task(script, 0)
         _write_task(script, 1, exit_code=None, error="docker is not on PATH on node2\n")
+        _write_task(script, 2, exit_code="1")  # ran and failed: a replay all the same
+
+    done = _submit(bundle, FakeSlurm(one_fails), _request(1, 2, 3))
+    assert done.lost == {2: f"Slurm job {JOB_ID} task 1 could not replay: docker is not on "
+                            "PATH on node2"}
+    assert done.folders == bundle.replays()
+    assert [(r["seed"], r["exit_code"]) for r in _records(done.folders)] == [(1, 0), (3, 1)]
+    (work,) = _job_folders(bundle)  # kept: the lost task's logs are there
+    assert (work / "task-1" / "error").is_file()
+
+
+def test_no_task_with_a_result_is_an_error_and_keeps_the_jobs_folder(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
+    bundle = _bundle(tmp_path, sample_manifest)
+
+    def none_start(script: Path, count: int) -> None:
+        for task in range(count):
+            _write_task(script, task, exit_code=None, error=f"no docker on node{task}\n")
 
     with pytest.raises(ClusterError) as err:
-        _replay(bundle, FakeSlurm(one_fails), _request(1, 2))
+        _submit(bundle, FakeSlurm(none_start), _request(1, 2))
     assert err.value.exit_code == 6
-    assert str(err.value) == (f"Slurm job {JOB_ID} task 1 could not replay: docker is not on "
-                              "PATH on node2; 1 of 2 replays were gathered")
-    (work,) = [p for p in bundle.jobs_dir.iterdir() if p.name != "images"]
+    assert str(err.value) == f"Slurm job {JOB_ID} task 0 could not replay: no docker on node0"
+    (work,) = _job_folders(bundle)
     assert str(work) in (err.value.hint or "") and (work / "task-1" / "error").is_file()
-    (kept,) = bundle.replays()
-    assert replay_module.read_result(kept).seed == 1
+    assert bundle.replays() == []
 
 
 def test_a_task_with_neither_result_nor_error_says_how_slurm_ended_it(
@@ -311,12 +448,41 @@ def test_a_task_slurm_stopped_at_its_time_limit_is_a_timed_out_replay(
 def test_ctrl_c_while_following_cancels_the_job_and_leaves_nothing(
         tmp_path: Path, sample_manifest: Manifest) -> None:
     bundle = _bundle(tmp_path, sample_manifest)
-    slurm = FakeSlurm(_by_hand, answers=[{0: PENDING}, KeyboardInterrupt()])
+    slurm = FakeSlurm(_by_hand, answers=[{0: PENDING}, KeyboardInterrupt(), {0: RUNNING},
+                                         {0: RUNNING}])
     with pytest.raises(KeyboardInterrupt):
-        _replay(bundle, slurm, _request(1, 2))
+        _submit(bundle, slurm, _request(1, 2))
     assert slurm.cancelled == [JOB_ID]
+    # scancel returns at once; the tasks write on until they go, so the folder is kept until
+    # squeue no longer lists the job
+    assert slurm.calls == [("squeue", True), ("squeue", True), ("scancel", True),
+                           ("squeue", True), ("squeue", True), ("squeue", True)]
     assert [p.name for p in bundle.jobs_dir.iterdir()] == ["images"]
     assert bundle.replays() == []
+
+
+def test_ctrl_c_waits_for_a_cancelled_job_only_so_long(
+        tmp_path: Path, sample_manifest: Manifest, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(slurm_replay, "CANCEL_WAIT_S", 0.3)
+    bundle = _bundle(tmp_path, sample_manifest)
+    slurm = FakeSlurm(_by_hand, answers=[KeyboardInterrupt()], then={0: RUNNING})
+    begun = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        _submit(bundle, slurm)
+    assert 0.3 <= time.monotonic() - begun < 5
+    assert slurm.cancelled == [JOB_ID] and len(slurm.calls) > 3
+    assert [p.name for p in bundle.jobs_dir.iterdir()] == ["images"]
+
+
+def test_ctrl_c_with_slurm_not_answering_still_cleans_up_and_is_an_interruption(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
+    bundle = _bundle(tmp_path, sample_manifest)
+    away = ClusterError("squeue could not follow the replay job: connect failure")
+    slurm = FakeSlurm(_by_hand, answers=[KeyboardInterrupt()], then=away)
+    with pytest.raises(KeyboardInterrupt):
+        _submit(bundle, slurm)
+    assert slurm.cancelled == [JOB_ID]
+    assert [p.name for p in bundle.jobs_dir.iterdir()] == ["images"]
 
 
 def test_a_refused_submission_leaves_nothing_and_cancels_nothing(
@@ -346,10 +512,78 @@ def test_the_saved_image_serves_every_submission(tmp_path: Path,
     _replay(bundle, FakeSlurm(keep), engine=engine)
     _replay(bundle, FakeSlurm(keep), engine=engine)
     assert engine.saves == [[BUILT.tag]]
-    (tar,) = (bundle.jobs_dir / "images").iterdir()
+    (tar,) = (bundle.jobs_dir / "images").iterdir()  # no partial file left beside it
+    assert tar == (bundle.jobs_dir / "images" / "numpy-sgd_0123.tar").resolve()
     assert tar.read_bytes() == f"saved {BUILT.tag}".encode()
     assert all(f"IMAGE_TAR={tar}" in text for text in scripts)
+    assert all(f"SIF={tar.with_suffix('.sif')}" in text for text in scripts)
     assert len(bundle.replays()) == 2
+
+
+def test_a_rebuilt_image_is_saved_anew(tmp_path: Path, sample_manifest: Manifest) -> None:
+    import dataclasses
+
+    bundle = _bundle(tmp_path, sample_manifest)
+    rebuilt = BuiltImage("reprobox/numpy-sgd:4567", "base:1", "3.11.7", "3.11.7")
+    engine = SavingEngine(images={BUILT.tag, rebuilt.tag})
+    _replay(bundle, FakeSlurm(_by_hand), engine=engine)
+    bundle.build_record_path.write_text(json.dumps(dataclasses.asdict(rebuilt)))
+    _replay(bundle, FakeSlurm(_by_hand), engine=engine)
+    assert engine.saves == [[BUILT.tag], [rebuilt.tag]]
+    assert sorted(p.name for p in (bundle.jobs_dir / "images").iterdir()) == [
+        "numpy-sgd_0123.tar", "numpy-sgd_4567.tar"]
+
+
+@pytest.mark.parametrize(("tag", "name"), [
+    ("reprobox/numpy-sgd:0123", "numpy-sgd_0123.tar"),
+    ("registry.example:5000/team/My Image:v1+x", "My_Image_v1_x.tar"),
+    ("plain", "plain.tar"),
+    ("a/b@sha256:ab12", "b_sha256_ab12.tar"),
+    ("x/../..:$(id)", "..___id_.tar"),
+])
+def test_the_saved_image_is_named_by_its_tag(tmp_path: Path, sample_manifest: Manifest,
+                                             tag: str, name: str) -> None:
+    bundle = _bundle(tmp_path, sample_manifest)
+    path = image_tar_path(bundle, BuiltImage(tag, "base:1", "3.11.7", "3.11.7"))
+    assert path == (bundle.jobs_dir / "images").resolve() / name
+    assert path.parent == (bundle.jobs_dir / "images").resolve()
+
+
+class BrokenSaveEngine(SavingEngine):
+    """`docker save` that dies halfway (the daemon went away, the disk filled)."""
+
+    def save_images(self, refs: Sequence[str], out: BinaryIO,
+                    on_bytes: Callable[[int], None]) -> None:
+        out.write(b"half an image")
+        raise OSError("No space left on device")
+
+
+def test_a_save_that_fails_leaves_no_image_behind(tmp_path: Path,
+                                                  sample_manifest: Manifest) -> None:
+    bundle = _bundle(tmp_path, sample_manifest)
+    slurm = FakeSlurm(_by_hand)
+    with pytest.raises(OSError, match="No space left"):
+        _replay(bundle, slurm, engine=BrokenSaveEngine(images={BUILT.tag}))
+    assert list((bundle.jobs_dir / "images").iterdir()) == []
+    assert slurm.scripts == [] and _job_folders(bundle) == []
+    _replay(bundle, FakeSlurm(_by_hand))  # the next submission saves it whole
+    (tar,) = (bundle.jobs_dir / "images").iterdir()
+    assert tar.read_bytes() == f"saved {BUILT.tag}".encode()
+
+
+def test_the_saved_image_and_the_job_script_are_the_users_own(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
+    modes: list[int] = []
+
+    def look(script: Path, count: int) -> None:
+        modes.extend([script.stat().st_mode & 0o777, script.parent.stat().st_mode & 0o777])
+        _by_hand(script, count)
+
+    bundle = _bundle(tmp_path, sample_manifest)
+    _replay(bundle, FakeSlurm(look))
+    assert modes == [0o700, 0o700]  # the script and its folder: the replay's environment
+    (tar,) = (bundle.jobs_dir / "images").iterdir()
+    assert tar.stat().st_mode & 0o077 == 0
 
 
 def test_an_image_not_built_is_refused_before_anything_is_submitted(
@@ -374,3 +608,61 @@ def test_the_job_asks_for_the_runs_gpus(tmp_path: Path, sample_manifest: Manifes
     (folder,) = _replay(bundle, FakeSlurm(read_script), _request(partition="gpu"))
     assert "#SBATCH --gpus=1" in seen[0] and "#SBATCH --partition=gpu" in seen[0]
     assert replay_module.read_result(folder).gpus is True
+
+
+def _probed_on(gpu_host: str) -> str:
+    """The environment probe's report from a real H200 container, whose nvidia-smi answers are
+    replaced by those recorded on `gpu_host` (a folder of tests/data/gpu)."""
+    report = json.loads((GPU_DATA / "h200-driver580" / "container-probe.json").read_text())
+    smi = report["nvidia_smi"]
+    smi["query"]["stdout"] = (GPU_DATA / gpu_host / "nvidia-smi-query.csv").read_text()
+    smi["header"]["stdout"] = (GPU_DATA / gpu_host / "nvidia-smi.txt").read_text()
+    return json.dumps(report) + "\n"
+
+
+def _gpu_replay(tmp_path: Path, sample_manifest: Manifest, probed: str,
+                request: SlurmRequest | None = None) -> Path:
+    from reprobox import manifest as manifest_io
+
+    bundle = _bundle(tmp_path, sample_manifest)
+    manifest_io.write(gpu_manifest(bundle.manifest()), bundle.manifest_path)
+
+    def on_the_node(script: Path, count: int) -> None:
+        (_write_task(script, 0) / "environment.out").write_text(probed)
+
+    (folder,) = _replay(bundle, FakeSlurm(on_the_node), request)
+    return folder
+
+
+def test_a_node_with_another_gpu_model_is_weighed_as_a_local_preflight_would(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
+    # The H100 run's job landed on an H200: known only once the task's probe has run.
+    folder = _gpu_replay(tmp_path, sample_manifest, _probed_on("h200-driver580"))
+    record = replay_module.read_result(folder)
+    assert record.expect_tolerance is True
+    assert record.notes == ["GPU model differs: original NVIDIA H100 80GB HBM3, here NVIDIA H200"]
+    environment = json.loads((folder / "environment.json").read_text())
+    assert [gpu["name"] for gpu in environment["gpu"]["devices"]] == ["NVIDIA H200"]
+
+
+def test_a_node_with_the_runs_gpu_model_expects_equality(tmp_path: Path,
+                                                         sample_manifest: Manifest) -> None:
+    folder = _gpu_replay(tmp_path, sample_manifest, _probed_on("h100-driver580"))
+    record = replay_module.read_result(folder)
+    assert (record.expect_tolerance, record.notes) == (False, [])
+
+
+def test_a_node_whose_probe_failed_adds_no_gpu_concern(tmp_path: Path,
+                                                       sample_manifest: Manifest) -> None:
+    folder = _gpu_replay(tmp_path, sample_manifest, "not a report\n")
+    record = replay_module.read_result(folder)
+    assert (record.expect_tolerance, record.notes) == (False, [])
+
+
+def test_a_cpu_replay_of_a_gpu_run_is_not_weighed_by_the_nodes_gpus(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
+    folder = _gpu_replay(tmp_path, sample_manifest, _probed_on("h200-driver580"),
+                         SlurmRequest(SlurmOptions(), cpu=True))
+    record = replay_module.read_result(folder)
+    assert record.expect_tolerance is True and not record.gpus
+    assert not any("GPU model differs" in note for note in record.notes)

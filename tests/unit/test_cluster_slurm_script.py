@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,13 @@ from reprobox.manifest import Manifest
 
 from .test_cluster_apptainer import FAKE_APPTAINER
 
+_APPTAINER_EXIT = '    sys.exit(int(os.environ.get("FAKE_EXIT", "0")))'
+assert FAKE_APPTAINER.count(_APPTAINER_EXIT) == 1
+# The fake apptainer whose replay runs on (FAKE_SLEEP seconds) as a long training would.
+SLEEPING_APPTAINER = FAKE_APPTAINER.replace(_APPTAINER_EXIT, (
+    '    pathlib.Path(os.environ["FAKE_LOG"]).with_name("running").touch()\n'
+    '    time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))\n') + _APPTAINER_EXIT)
+
 BUILT = BuiltImage("reprobox/numpy-sgd:0123", "base:1", "3.11.7", "3.11.7")
 RUN_ID = "20260101T120000Z-a1b2c3"
 SEEDS = (5, 6)
@@ -34,10 +43,11 @@ FETCH = ["out/weights.npy", ".reprobox-state"]
 # What the script runs besides docker; printf, command, mapfile and trap are bash's own.
 TOOLS = ("mkdir", "timeout", "dirname", "hostname", "date", "awk", "mv", "touch", "rm", "mktemp")
 
-# docker as the script uses it: `run` is the environment probe, `start --attach` the replay;
+# docker as the script uses it: `run` is the environment probe, `start --attach` the replay
+# (with FAKE_SLEEP, a replay that runs on until `kill` stops it, as dockerd would);
 # `cp` of the shim's state folder leaves a state file naming the seed the container was given.
 FAKE_DOCKER = """#!{python}
-import json, os, pathlib, sys
+import json, os, pathlib, signal, sys, time
 argv = sys.argv[1:]
 with open(os.environ["FAKE_LOG"], "a") as log:
     log.write(json.dumps(["docker", *argv]) + "\\n")
@@ -54,7 +64,18 @@ elif argv[0] == "create":
     print("f00dcafe")
 elif argv[:2] == ["start", "--attach"]:
     sys.stdout.write(os.environ.get("FAKE_STDOUT", "hello"))
+    sys.stdout.flush()
+    if os.environ.get("FAKE_SLEEP"):
+        (state / "running").write_text(str(os.getpid()))
+        time.sleep(float(os.environ["FAKE_SLEEP"]))
     sys.exit(int(os.environ.get("FAKE_EXIT", "3")))
+elif argv[0] == "kill":
+    running = state / "running"
+    if running.exists():
+        try:
+            os.kill(int(running.read_text()), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 elif argv[0] == "cp":
     name, _, source = argv[1].partition(":")
     target = pathlib.Path(argv[2])
@@ -99,8 +120,9 @@ def run_script(path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[s
                           timeout=60, check=False)
 
 
-def _spec(manifest: Manifest, timeout_s: float = 60.0) -> ContainerSpec:
-    return replay.container_spec(manifest, BUILT, (), timeout_s)
+def _spec(manifest: Manifest, timeout_s: float = 60.0,
+          memory: str | None = None) -> ContainerSpec:
+    return replay.container_spec(manifest, BUILT, (), timeout_s, memory)
 
 
 def _files(tmp_path: Path, probe: bool = True) -> JobFiles:
@@ -122,8 +144,10 @@ def _sbatch_lines(script: str) -> list[str]:
 
 
 def _write(tmp_path: Path, text: str) -> Path:
+    """The script, and its job's folder made, as reprobox makes it before submitting."""
     path = tmp_path / "job.sh"
     path.write_text(text)
+    (tmp_path / "work").mkdir(exist_ok=True)
     return path
 
 
@@ -182,9 +206,38 @@ def test_sbatch_asks_only_for_what_was_asked(tmp_path: Path, sample_manifest: Ma
         f"#SBATCH --output={tmp_path}/work/slurm-%A_%a.out",
         "#SBATCH --nodes=1", "#SBATCH --ntasks=1", "#SBATCH --cpus-per-task=1"]
     options = SlurmOptions(partition="gpu", gpus=2, time="01:00:00", cpus=4)
-    asked = _sbatch_lines(_script(sample_manifest, tmp_path, seeds=(5, 6, 7), options=options))
+    asked = _sbatch_lines(_script(sample_manifest, tmp_path, seeds=(5, 6, 7), options=options,
+                                  spec=_spec(sample_manifest, memory="8g")))
     assert asked[4:] == ["#SBATCH --cpus-per-task=4", "#SBATCH --partition=gpu",
-                         "#SBATCH --gpus=2", "#SBATCH --time=01:00:00", "#SBATCH --array=0-2"]
+                         "#SBATCH --gpus=2", "#SBATCH --time=01:00:00", "#SBATCH --mem=8192M",
+                         "#SBATCH --array=0-2"]
+
+
+@pytest.mark.parametrize(("memory", "mem"), [
+    ("512m", "512M"), ("1.5g", "1536M"), ("2G", "2048M"), ("1048576", "1M"),
+    ("1048577", "2M"), ("100k", "1M"), ("1025k", "2M"), ("1b", "1M")])
+def test_a_memory_limit_is_asked_of_slurm_in_whole_mib_rounded_up(
+        tmp_path: Path, sample_manifest: Manifest, memory: str, mem: str) -> None:
+    # Slurm holds the job to --mem: rounded down, a replay Docker would let run could be
+    # killed by Slurm; an Apptainer replay has no other limit at all.
+    text = _script(sample_manifest, tmp_path, spec=_spec(sample_manifest, memory=memory))
+    assert [line for line in _sbatch_lines(text) if "--mem" in line] == [f"#SBATCH --mem={mem}"]
+
+
+@pytest.mark.parametrize("memory", ["lots", "8x", "-1g", "0", "1.4999g", ""])
+def test_a_memory_limit_docker_would_not_read_is_refused(
+        tmp_path: Path, sample_manifest: Manifest, memory: str) -> None:
+    with pytest.raises(UsageError, match=f"memory limit {memory!r}"):
+        _script(sample_manifest, tmp_path, spec=_spec(sample_manifest, memory=memory))
+
+
+def test_the_replay_is_stopped_soon_after_its_timeout(tmp_path: Path,
+                                                      sample_manifest: Manifest) -> None:
+    # Slurm gives a task KillWait (30 s by default) between SIGTERM and SIGKILL: the replay's
+    # own kill must come well inside it, under Docker and under Apptainer alike.
+    text = _script(sample_manifest, tmp_path, spec=_spec(sample_manifest, timeout_s=90))
+    assert text.count("timeout --kill-after=10 90s ") == 2
+    assert "--kill-after=30" not in text
 
 
 def test_a_multi_line_command_stays_in_the_header_comment(
@@ -267,7 +320,25 @@ def test_an_export_has_no_probe(tmp_path: Path, sample_manifest: Manifest) -> No
 def test_gpus_are_the_jobs_own(tmp_path: Path, sample_manifest: Manifest) -> None:
     assert "--gpus" not in _script(sample_manifest, tmp_path).split("gpu_flags() {")[1][:200]
     text = _script(sample_manifest, tmp_path, options=SlurmOptions(gpus=2))
-    assert '"\\"device=$CUDA_VISIBLE_DEVICES\\""' in text and "--gpus 2" in text
+    assert "${SLURM_JOB_GPUS:-${CUDA_VISIBLE_DEVICES:-}}" in text and "--gpus 2" in text
+
+
+def test_the_job_keeps_its_files_to_its_user(tmp_path: Path, sample_manifest: Manifest) -> None:
+    # The task folder holds the replay's environment (container.env) and outputs, on storage
+    # other users of the cluster can often read: the script's umask, not the caller's, decides.
+    env = {**fake_path(tmp_path), "SLURM_JOB_ID": "42"}
+    path = _write(tmp_path, _script(sample_manifest, tmp_path))
+    bash = shutil.which("bash")
+    assert bash is not None
+    done = subprocess.run([bash, "-c", f'umask 022 && exec {bash} "$0"', str(path)], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 3, done.stderr
+    out = tmp_path / "work" / "task-0"
+    made = [out, out / "container.env", out / "stdout.log",
+            out / "exit_code", out / "environment.out", out / "fetched" / "out",
+            out / "fetched" / "out" / "weights.npy"]
+    assert {p.relative_to(tmp_path).as_posix(): oct(p.stat().st_mode & 0o077)
+            for p in made} == {p.relative_to(tmp_path).as_posix(): "0o0" for p in made}
 
 
 # --- the script, run -----------------------------------------------------------------------------
@@ -290,7 +361,7 @@ def _option_values(argv: list[str], flag: str) -> list[str]:
 def test_a_task_replays_its_seed_with_docker_and_leaves_its_results(
         tmp_path: Path, sample_manifest: Manifest) -> None:
     done, out, env = _run_task(tmp_path, sample_manifest, task=1)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 3, done.stderr  # the replay's own exit code
     assert (out / "exit_code").read_text() == "3\n"
     assert (out / "stdout.log").read_text() == "hello"
     assert (out / "engine").read_text() == "docker\n"
@@ -320,7 +391,7 @@ def test_a_task_replays_its_seed_with_docker_and_leaves_its_results(
 def test_a_node_without_the_image_loads_the_saved_one(tmp_path: Path,
                                                       sample_manifest: Manifest) -> None:
     done, out, env = _run_task(tmp_path, sample_manifest, task=0, extra={"FAKE_NO_IMAGE": "1"})
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 3, done.stderr
     assert ["docker", "load", "--input", str(tmp_path / "images" / "i.tar")] in docker_calls(env)
     assert (out / "container.env").read_text().splitlines()[-1] == "REPROBOX_SEED=5"
 
@@ -328,7 +399,7 @@ def test_a_node_without_the_image_loads_the_saved_one(tmp_path: Path,
 def test_a_replay_stopped_by_its_timeout_is_marked(tmp_path: Path,
                                                    sample_manifest: Manifest) -> None:
     done, out, env = _run_task(tmp_path, sample_manifest, task=0, extra={"FAKE_EXIT": "124"})
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 137, done.stderr
     assert (out / "timed_out").exists()
     assert (out / "exit_code").read_text() == "137\n"  # what `docker wait` said after the kill
     assert ["docker", "kill", "reprobox-42-0"] in docker_calls(env)
@@ -379,16 +450,100 @@ def test_a_container_docker_cannot_create_fails_the_task(tmp_path: Path,
     assert "docker could not create the replay container" in (out / "error").read_text()
 
 
-def test_slurms_gpus_are_handed_to_docker(tmp_path: Path, sample_manifest: Manifest) -> None:
-    done, _, env = _run_task(tmp_path, sample_manifest, task=0,
-                             extra={"CUDA_VISIBLE_DEVICES": "2,3"},
+@pytest.mark.parametrize(("given", "gpus"), [
+    # SLURM_JOB_GPUS holds the node's own indexes, which Docker reads; CUDA_VISIBLE_DEVICES
+    # is renumbered from 0 where Slurm constrains devices with cgroups
+    ({"SLURM_JOB_GPUS": "5,7", "CUDA_VISIBLE_DEVICES": "0,1"}, '"device=5,7"'),
+    ({"CUDA_VISIBLE_DEVICES": "2,3"}, '"device=2,3"'),
+    ({"SLURM_JOB_GPUS": "", "CUDA_VISIBLE_DEVICES": "1"}, '"device=1"'),
+    ({}, "2"),
+])
+def test_slurms_gpus_are_handed_to_docker(tmp_path: Path, sample_manifest: Manifest,
+                                          given: dict[str, str], gpus: str) -> None:
+    done, _, env = _run_task(tmp_path, sample_manifest, task=0, extra={**given, "FAKE_EXIT": "0"},
                              options=SlurmOptions(gpus=2))
     assert done.returncode == 0, done.stderr
     calls: list[Any] = docker_calls(env)
     (create,) = [argv for argv in calls if argv[1] == "create"]
     (probe,) = [argv for argv in calls if argv[1] == "run"]
-    assert _option_values(create, "--gpus") == ['"device=2,3"']
-    assert _option_values(probe, "--gpus") == ['"device=2,3"']
+    assert _option_values(create, "--gpus") == [gpus]
+    assert _option_values(probe, "--gpus") == [gpus]
+
+
+@pytest.mark.parametrize(("given", "cpus"), [({"SLURM_CPUS_PER_TASK": "3"}, "3"), ({}, "4")])
+def test_the_container_gets_the_jobs_cpus(tmp_path: Path, sample_manifest: Manifest,
+                                          given: dict[str, str], cpus: str) -> None:
+    # Docker's container lives outside the job's cgroup: without --cpus it would use the
+    # whole node, and thread counts read from the CPUs it sees would differ from the job's.
+    done, _, env = _run_task(tmp_path, sample_manifest, task=0, extra=given,
+                             options=SlurmOptions(cpus=4))
+    assert done.returncode == 3, done.stderr
+    (create,) = [argv for argv in docker_calls(env) if argv[1] == "create"]
+    assert _option_values(create, "--cpus") == [cpus]
+
+
+@pytest.mark.parametrize("exit_code", [0, 1, 3])
+def test_the_task_ends_with_the_replays_exit_code(tmp_path: Path, sample_manifest: Manifest,
+                                                  exit_code: int) -> None:
+    # so that Slurm (sacct, --dependency=afterok) sees a replay that failed as FAILED
+    done, out, _ = _run_task(tmp_path, sample_manifest, task=0,
+                             extra={"FAKE_EXIT": str(exit_code)})
+    assert done.returncode == exit_code, done.stderr
+    assert (out / "exit_code").read_text() == f"{exit_code}\n"
+    assert not (out / "timed_out").exists()
+
+
+def _terminated(path: Path, env: dict[str, str], running: Path) -> tuple[int, float]:
+    """Run the script until the replay runs, send its shell SIGTERM as Slurm does at the time
+    limit or on scancel, and wait; its exit status and the seconds it took to end."""
+    bash = shutil.which("bash")
+    assert bash is not None
+    with subprocess.Popen([bash, str(path)], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE) as shell:
+        deadline = time.monotonic() + 30
+        while not running.exists():
+            assert shell.poll() is None and time.monotonic() < deadline, "the replay never ran"
+            time.sleep(0.02)
+        time.sleep(0.2)  # the replay has begun; the script sits in `wait`
+        shell.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        try:
+            status = shell.wait(timeout=20)
+        finally:
+            if shell.poll() is None:
+                shell.kill()
+    return status, time.monotonic() - sent
+
+
+def test_slurms_sigterm_stops_a_docker_replay_at_once(tmp_path: Path,
+                                                      sample_manifest: Manifest) -> None:
+    # The container runs under dockerd, outside the job: only the script can stop it, and it
+    # must do so when SIGTERM comes, not when the replay ends (after Slurm's SIGKILL).
+    env = {**fake_path(tmp_path), "SLURM_JOB_ID": "42", "FAKE_SLEEP": "60"}
+    path = _write(tmp_path, _script(sample_manifest, tmp_path))
+    status, took = _terminated(path, env, tmp_path / "containers" / "running")
+    out = tmp_path / "work" / "task-0"
+    assert took < 10
+    assert (out / "timed_out").exists()
+    assert ["docker", "kill", "reprobox-42-0"] in docker_calls(env)
+    assert (out / "exit_code").read_text() == "137\n" and status == 137
+    assert (out / "stdout.log").read_text() == "hello"
+    assert (out / "fetched" / "out" / "weights.npy").is_file()  # outputs fetched all the same
+    assert ["docker", "rm", "--volumes", "reprobox-42-0"] in docker_calls(env)
+
+
+def test_slurms_sigterm_stops_an_apptainer_replay_at_once(tmp_path: Path,
+                                                          sample_manifest: Manifest) -> None:
+    # Apptainer's replay is the job's own child: the script hands SIGTERM on to it at once.
+    env = _with_apptainer(tmp_path, SLEEPING_APPTAINER)
+    env = {**env, "FAKE_SLEEP": "60"}
+    path = _write(tmp_path, _script(sample_manifest, tmp_path))
+    status, took = _terminated(path, env, tmp_path / "running")
+    out = tmp_path / "work" / "task-0"
+    assert took < 10
+    assert (out / "engine").read_text() == "apptainer\n" and (out / "timed_out").exists()
+    assert (out / "exit_code").read_text() == f"{status}\n" and status != 0
+    assert (out / "fetched" / ".reprobox-state" / "seed").read_text() == "5"
 
 
 def test_a_work_folder_with_spaces_and_quotes_is_taken_literally(
@@ -396,20 +551,25 @@ def test_a_work_folder_with_spaces_and_quotes_is_taken_literally(
     odd = tmp_path / "shared storage" / "o'neil $HOME"
     odd.mkdir(parents=True)
     done, out, _ = _run_task(odd, sample_manifest, task=0)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 3, done.stderr
     assert (out / "exit_code").read_text() == "3\n"
     assert (out / "fetched" / "out" / "weights.npy").is_file()
 
 
-def test_a_node_with_apptainer_replays_with_it(tmp_path: Path,
-                                               sample_manifest: Manifest) -> None:
+def _with_apptainer(tmp_path: Path, fake: str = FAKE_APPTAINER) -> dict[str, str]:
+    """`fake_path` with a fake apptainer too, and the saved image replay_on_slurm leaves."""
     env = fake_path(tmp_path)
     apptainer = tmp_path / "bin" / "apptainer"
-    apptainer.write_text(FAKE_APPTAINER.format(python=sys.executable))
+    apptainer.write_text(fake.format(python=sys.executable))
     apptainer.chmod(0o755)
-    env = {**env, "SLURM_ARRAY_TASK_ID": "1", "FAKE_EXIT": "0"}
     (tmp_path / "images").mkdir()
-    (tmp_path / "images" / "i.tar").write_text("TAR")  # as replay_on_slurm saves it
+    (tmp_path / "images" / "i.tar").write_text("TAR")
+    return env
+
+
+def test_a_node_with_apptainer_replays_with_it(tmp_path: Path,
+                                               sample_manifest: Manifest) -> None:
+    env = {**_with_apptainer(tmp_path), "SLURM_ARRAY_TASK_ID": "1", "FAKE_EXIT": "0"}
     done = run_script(_write(tmp_path, _script(sample_manifest, tmp_path)), env)
     out = tmp_path / "work" / "task-1"
     assert done.returncode == 0, done.stderr
@@ -423,3 +583,24 @@ def test_a_node_with_apptainer_replays_with_it(tmp_path: Path,
     assert replayed["argv"][-4:] == ["python", "train.py", "--epochs", "3"]
     assert replayed["env"]["APPTAINERENV_PYTHONHASHSEED"] == "6"
     assert replayed["env"]["APPTAINERENV_OMP_NUM_THREADS"] == "1"
+
+
+def test_a_task_whose_job_folder_is_gone_does_nothing(tmp_path: Path,
+                                                      sample_manifest: Manifest) -> None:
+    """Cancelled with Ctrl-C, reprobox removes the job's folder: a task Slurm launched anyway
+    must not make it again (nor run the replay)."""
+    env = {**fake_path(tmp_path), "SLURM_ARRAY_TASK_ID": "0", "SLURM_JOB_ID": "42"}
+    script = _script(sample_manifest, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = run_script(_write(elsewhere, script), env)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "work").exists()
+    assert not (tmp_path / "docker.jsonl").exists()
+
+
+def test_an_exported_task_makes_its_job_folder(tmp_path: Path,
+                                               sample_manifest: Manifest) -> None:
+    env = {**fake_path(tmp_path), "SLURM_ARRAY_TASK_ID": "0", "SLURM_JOB_ID": "42"}
+    done = run_script(_write(tmp_path, _script(sample_manifest, tmp_path, probe=False)), env)
+    assert (tmp_path / "work" / "task-0" / "exit_code").is_file(), done.stderr

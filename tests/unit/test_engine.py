@@ -15,7 +15,7 @@ import requests.exceptions
 
 from reprobox import engine as engine_mod
 from reprobox.engine import ContainerSpec, DockerEngine, Mount
-from reprobox.errors import BaseImageError, BuildFailed, EngineError
+from reprobox.errors import BaseImageError, BuildFailed, EngineError, UsageError
 
 
 class FakeImages:
@@ -309,3 +309,17 @@ def test_repo_digest_is_the_one_of_the_images_own_repository() -> None:
     engine = DockerEngine(Client())
     assert engine.repo_digest("python:3.11.7-slim-bookworm") == "python@sha256:" + "ab" * 32
     assert engine.repo_digest("other:1") is None
+
+
+@pytest.mark.parametrize(("limit", "size"), [
+    ("8g", 8 << 30), ("512M", 512 << 20), ("1.5g", 3 << 29), ("1073741824", 1 << 30),
+    ("64kb", 64 << 10), (" 2G ", 2 << 30), ("100b", 100),
+])
+def test_memory_limits_are_read_as_docker_reads_them(limit: str, size: int) -> None:
+    assert engine_mod.memory_bytes(limit) == size
+
+
+@pytest.mark.parametrize("limit", ["", "8x", "-1g", "0", "1.0000001k", "g8", "8 g"])
+def test_a_memory_limit_docker_would_refuse_is_a_usage_error(limit: str) -> None:
+    with pytest.raises(UsageError, match="memory limit"):
+        engine_mod.memory_bytes(limit)

@@ -242,3 +242,46 @@ def test_scheduler_cpu_for_a_cpu_run_only_says_so(sample_manifest: Manifest) -> 
     plan = preflight.for_scheduler(sample_manifest, 0, cpu=True)
     assert plan == preflight.check(sample_manifest, replay.NO_GPU, (), True)
     assert not plan.expect_tolerance
+
+
+# --- a scheduler's node, weighed after the fact (the task's probe saw its GPUs) ---------------
+
+
+def test_on_node_the_runs_own_gpu_model_is_no_concern() -> None:
+    assert preflight.on_node(_gpu_run(), H100_HOST, 1) == ()
+    mig = Gpus("nvidia-smi", "580.159.04", "13.0", (replace(H100, mig_mode="Enabled"),))
+    mig_run = _gpu_run({"torch.cuda.devices_used": "0:NVIDIA H100 80GB HBM3 MIG 1g.10gb"})
+    assert preflight.on_node(mig_run, mig, 1) == ()
+
+
+def test_on_node_another_gpu_model_expects_tolerance() -> None:
+    node = Gpus("nvidia-smi", "550.54.15", "12.4", (A100,))
+    concerns = preflight.on_node(_gpu_run(), node, 1)
+    assert [(c.code, c.tolerance) for c in concerns] == [("gpu-model", True),
+                                                         ("gpu-capability", True)]
+    assert concerns[0].message == ("GPU model differs: original NVIDIA H100 80GB HBM3, here "
+                                   "NVIDIA A100-SXM4-80GB")
+
+
+def test_on_node_fewer_gpus_than_the_run_used_expects_tolerance() -> None:
+    two = _gpu_run({"torch.cuda.devices_used": "0:NVIDIA H100 80GB HBM3; 1:NVIDIA H100 80GB HBM3"})
+    node = Gpus("nvidia-smi", "580.159.04", "13.0", (H100, replace(H100, index=1)))
+    assert preflight.on_node(two, node, 2) == ()
+    (fewer,) = preflight.on_node(two, node, 1)
+    assert (fewer.code, fewer.tolerance) == ("gpu-count", True)
+    assert fewer.message == "fewer GPUs: the original used 2, here 1"
+
+
+def test_on_node_a_run_that_used_no_gpu_has_nothing_to_weigh(sample_manifest: Manifest) -> None:
+    node = Gpus("nvidia-smi", "550.54.15", "12.4", (A100,))
+    assert preflight.on_node(sample_manifest, node, 0) == ()
+    assert preflight.on_node(_gpu_run({"torch.cuda.initialized": False}), node, 0) == ()
+
+
+def test_on_node_a_real_h100_capture_replayed_on_a_real_h200_node() -> None:
+    h100_run = manifest_io.read(DATA / "torch-h100.yaml")
+    h200_node = manifest_io.read(DATA.parent / "gpu" / "h200-driver580" /
+                                 "torch-gpu-manifest.yaml").gpu
+    assert h200_node is not None
+    concerns = preflight.on_node(h100_run, h200_node, 1)
+    assert [c.code for c in concerns] == ["gpu-model"] and concerns[0].tolerance

@@ -392,3 +392,25 @@ def test_to_json_is_strict_json_with_nan_as_text() -> None:
     assert (loss["mean"], loss["std"], loss["n"], loss["non_finite"]) == (2.0, math.sqrt(2), 3, 1)
     assert data["seeds"] == [1, 2, 3] and data["failed"] == [{"seed": 4, "why": "timed out"}]
     assert data["seed_independent"] is False and data["notes"] == ["seed 4 not counted: timed out"]
+
+
+def test_the_originals_own_seed_is_said_and_kept_apart() -> None:
+    per_seed = {1: {LOSS: 1.0}, 2: {LOSS: 2.0}}
+    result = summarize({LOSS: 1.5}, per_seed, failed={3: "timed out"},
+                       own_seed=(1234, "within_tolerance"))
+    assert result.own_seed == (1234, "within_tolerance") and result.seeds == (1, 2)
+    assert result.notes == (
+        "seed 1234 is the original's own: its replay was within_tolerance, and it is left out "
+        "of the spread (it would pull the mean to the original)",
+        "seed 3 not counted: timed out")
+    data = json.loads(result.to_json())
+    assert data["own_seed"] == {"seed": 1234, "verdict": "within_tolerance"}
+    assert summarize({LOSS: 1.5}, per_seed).to_dict()["own_seed"] is None
+
+
+def test_the_own_seed_alone_is_not_nothing_to_summarize() -> None:
+    alone = summarize({LOSS: 1.0}, {}, own_seed=(1234, "identical"))
+    assert alone.notes == ("seed 1234 is the original's own: its replay was identical, and it "
+                           "is left out of the spread (it would pull the mean to the original)",)
+    assert summarize({LOSS: 1.0}, {}).notes == (
+        "no seed's replay finished: there is nothing to summarize",)
