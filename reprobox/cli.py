@@ -716,7 +716,8 @@ def _seeds_option(text: str) -> tuple[int, ...]:
     try:
         return parse_seeds(text)
     except UsageError as exc:
-        raise argparse.ArgumentTypeError(f"{exc} (hint: {exc.hint})") from None
+        message = str(exc).removeprefix("--seeds: ")
+        raise argparse.ArgumentTypeError(f"{message} (hint: {exc.hint})") from None
 
 
 def _replay_count(text: str) -> int:
