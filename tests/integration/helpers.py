@@ -12,12 +12,13 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
 
+from reprobox import manifest as manifest_io
 from reprobox.bundle import RUNS_DIR, Bundle, newest
 from reprobox.cli import main
 from reprobox.engine import DockerEngine
@@ -226,3 +227,17 @@ def interrupt(process: subprocess.Popen[str], timeout_s: float = 60) -> tuple[in
         out, err = process.communicate()
         raise AssertionError(f"still running {timeout_s} s after SIGINT:\n{err}") from None
     return process.returncode, out, err
+
+
+DATA = Path(__file__).resolve().parents[1] / "data"  # a GPU run's records, for this GPU-less host
+
+
+def as_if_on_an_h100(bundle: Bundle) -> None:
+    """Give a captured bundle the GPU record and CUDA state of a real H100 capture."""
+    h100 = manifest_io.read(DATA / "manifests" / "torch-h100.yaml")
+    captured = bundle.manifest()
+    used = {key: value for key, value in h100.determinism.state.items()
+            if key.startswith("torch.cuda.")}
+    determinism = replace(captured.determinism, state={**captured.determinism.state, **used})
+    manifest_io.write(replace(captured, gpu=h100.gpu, determinism=determinism),
+                      bundle.manifest_path)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from reprobox import manifest as manifest_io
 from reprobox.baseimage import BaseImage
 from reprobox.bundle import Bundle
 from reprobox.engine import DockerEngine
@@ -20,6 +19,7 @@ from .helpers import (
     EXAMPLES,
     CliResult,
     ImageTracker,
+    as_if_on_an_h100,
     assert_one_line_error,
     make_project,
     numpy_venv,
@@ -236,20 +236,6 @@ def test_replay_refuses_a_modified_input(mixed: Played) -> None:
 
 # --- a GPU run on this host, which has no GPU ---------------------------------------------------
 
-DATA = Path(__file__).resolve().parents[1] / "data"
-
-
-def _as_if_on_an_h100(bundle: Bundle) -> None:
-    """Give a captured bundle the GPU record and CUDA state of a real H100 capture."""
-    h100 = manifest_io.read(DATA / "manifests" / "torch-h100.yaml")
-    captured = bundle.manifest()
-    used = {key: value for key, value in h100.determinism.state.items()
-            if key.startswith("torch.cuda.")}
-    determinism = replace(captured.determinism, state={**captured.determinism.state, **used})
-    manifest_io.write(replace(captured, gpu=h100.gpu, determinism=determinism),
-                      bundle.manifest_path)
-
-
 def test_a_gpu_run_is_refused_without_a_gpu_and_replays_with_cpu(
     sgd: Played, images: ImageTracker, tmp_path: Path
 ) -> None:
@@ -257,7 +243,7 @@ def test_a_gpu_run_is_refused_without_a_gpu_and_replays_with_cpu(
     shutil.copytree(sgd.project, project, symlinks=True)
     bundle = only_bundle(project)
     shutil.rmtree(bundle.replays_dir)
-    _as_if_on_an_h100(bundle)
+    as_if_on_an_h100(bundle)
 
     refused = reprobox(["replay", str(bundle.path)], project)
     assert_one_line_error(refused, "1× NVIDIA H100 80GB HBM3", "this host has no NVIDIA GPU",

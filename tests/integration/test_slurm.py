@@ -8,6 +8,7 @@ cluster without Apptainer does; the bundle's folder is the shared storage.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from reprobox.bundle import Bundle
 from .helpers import (
     EXAMPLES,
     ImageTracker,
+    as_if_on_an_h100,
     assert_one_line_error,
     interrupt,
     make_project,
@@ -177,3 +179,24 @@ def test_a_kubernetes_export_needs_the_pushed_image_by_digest(built: Built) -> N
                        str(built.bundle.path)], built.project)
     assert result.code == 0, result
     assert result.out.count("kind: Job") == 2 and digest in result.out
+
+
+def test_a_gpu_run_asks_slurm_for_a_gpu_and_replays_with_cpu_where_there_is_none(
+        built: Built, images: ImageTracker, tmp_path: Path) -> None:
+    """This cluster has no GPUs: Slurm itself refuses the job's `--gpus=1`, in one line with a
+    hint; `--cpu` replays it on the node's CPUs, judged by tolerance."""
+    project = images.track(tmp_path / "gpu-sgd")
+    shutil.copytree(built.project, project, symlinks=True)
+    bundle = only_bundle(project)
+    shutil.rmtree(bundle.replays_dir, ignore_errors=True)
+    shutil.rmtree(bundle.jobs_dir, ignore_errors=True)
+    as_if_on_an_h100(bundle)
+    refused = reprobox(["replay", "--on", "slurm", str(bundle.path)], project)
+    assert_one_line_error(refused, "sbatch could not submit", code=6)
+    assert "GPUs the partition has" in refused.err and not bundle.replays()
+    on_cpu = reprobox(["run", "--on", "slurm", "--cpu", "--json", str(bundle.path)], project)
+    assert on_cpu.code == 0, on_cpu
+    record = json.loads((bundle.replays()[-1] / "replay.json").read_text())
+    assert record["expect_tolerance"] is True and record["gpus"] is False
+    assert record["state"]["env.CUDA_VISIBLE_DEVICES"] == ""
+    assert json.loads(on_cpu.out)["verdict"] == "identical"  # numpy on the CPU either way
