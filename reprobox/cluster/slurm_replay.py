@@ -78,9 +78,6 @@ def replay_on_slurm(bundle: Bundle, engine: Engine, slurm: Slurm, request: Slurm
     manifest = bundle.manifest()
     plan = preflight.for_scheduler(manifest, request.options.gpus, request.cpu)
     built = read_built(bundle)
-    if not engine.has_image(built.tag):
-        raise ReplayError(f"image {built.tag} is not present",
-                          hint="run `reprobox build` to rebuild it from the bundle")
     seeds = request.seeds or (manifest.determinism.seed,)
     work = _new_work_dir(bundle)
     try:
@@ -141,10 +138,14 @@ def _write_job(bundle: Bundle, engine: Engine, built: BuiltImage, plan: prefligh
 
 def saved_image(bundle: Bundle, engine: Engine, built: BuiltImage) -> Path:
     """`docker save` of the bundle's image beside its jobs, once per image (its tag is a hash
-    of everything it is made from, so a rebuilt image gets another file)."""
+    of everything it is made from, so a rebuilt image gets another file). Once saved, this
+    host needs no Docker: a cluster's login node often has none."""
     path = image_tar_path(bundle, built)
     if path.is_file():
         return path
+    if not engine.has_image(built.tag):
+        raise ReplayError(f"image {built.tag} is not present",
+                          hint="run `reprobox build` to rebuild it from the bundle")
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     partial = Path(name)

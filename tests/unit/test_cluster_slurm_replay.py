@@ -594,6 +594,16 @@ def test_an_image_not_built_is_refused_before_anything_is_submitted(
     assert slurm.scripts == []
 
 
+def test_once_the_image_is_saved_this_host_needs_no_docker(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
+    """A cluster's login node often has no Docker: a saved image is all a submission needs."""
+    bundle = _bundle(tmp_path, sample_manifest)
+    _replay(bundle, FakeSlurm(_by_hand))  # saves the image
+    without_docker = SavingEngine()  # has no image, and would say so if asked
+    folders = _replay(bundle, FakeSlurm(_by_hand), engine=without_docker)
+    assert len(folders) == 1 and without_docker.saves == []
+
+
 def test_the_job_asks_for_the_runs_gpus(tmp_path: Path, sample_manifest: Manifest) -> None:
     from reprobox import manifest as manifest_io
 
