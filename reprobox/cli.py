@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -442,7 +443,8 @@ def _export(args: argparse.Namespace, err: Console) -> int:
         sys.stdout.write(text)
         return 0
     where = _write_export(files, args, target)
-    err.print(f"wrote {', '.join(sorted(files))} -> {escape(str(where))}", soft_wrap=True)
+    names = f"{', '.join(sorted(files))} in " if args.target == "apptainer" else ""
+    err.print(f"wrote {names}{escape(str(where))}", soft_wrap=True)
     return 0
 
 
@@ -647,7 +649,7 @@ def _add_bundle_verb(
     if name in ("replay", "run"):
         sub.add_argument(
             "--timeout",
-            type=float,
+            type=_seconds_option,
             default=None,
             help="stop the replay after this many seconds (default: 6 hours)",
         )
@@ -709,6 +711,16 @@ def _add_slurm_options(sub: argparse.ArgumentParser, on: bool = True,
                        "Apptainer where the node has it, else Docker)")
 
 
+def _seconds_option(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return seconds
+
+
 def _seeds_option(text: str) -> tuple[int, ...]:
     from reprobox.errors import UsageError
     from reprobox.sweep import parse_seeds
@@ -762,7 +774,7 @@ def _add_export_target(sub: argparse.ArgumentParser, target: str) -> None:
     sub.add_argument("-o", "--output", metavar="PATH", help=where)
     sub.add_argument("--seeds", type=_seeds_option, default=(), metavar="LIST",
                      help="one replay per seed (default: the captured seed)")
-    sub.add_argument("--timeout", type=float, default=None,
+    sub.add_argument("--timeout", type=_seconds_option, default=None,
                      help="stop the replay after this many seconds (default: 6 hours)")
     sub.add_argument("--memory", help="memory limit for the replay, e.g. 8g")
     sub.add_argument("--cpu", action="store_true", help="replay a GPU run on the CPU")

@@ -144,7 +144,7 @@ def fetched_paths(manifest: Manifest) -> list[str]:
 
 def seeded_spec(spec: ContainerSpec, seed: int) -> ContainerSpec:
     """`spec` started from `seed`: the variables the seed sets, and nothing else, changed."""
-    return replace(spec, env={**spec.env, "PYTHONHASHSEED": str(seed), "REPROBOX_SEED": str(seed)})
+    return replace(spec, env={**spec.env, **seeding.seed_env(seed)})
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 CUBLAS_WORKSPACE_CONFIG = ":4096:8"  # ~24 MiB of GPU memory; required by torch < 2.10 in det. mode
 STATE_GLOB = "state-*.json"
+SEED_VARS = ("PYTHONHASHSEED", "REPROBOX_SEED")  # what changes when only the seed does
 # "; "-joined sets the shim records per process; the run's is their union.
 _JOINED_KEYS = ("torch.cuda.devices_used", "torch.nondeterministic_ops")
 XLA_DETERMINISM = "--xla_gpu_deterministic_ops=true"
@@ -46,11 +47,10 @@ def determinism(seed: int | None, threads: int = 1, deterministic: bool = True,
     _check_seed(seed)
     _check_threads(threads)
     env = {
-        "PYTHONHASHSEED": str(seed),
         **{name: str(threads) for name in THREAD_VARS},
         "CUBLAS_WORKSPACE_CONFIG": CUBLAS_WORKSPACE_CONFIG,
         "PYTHONNOUSERSITE": "1",  # ~/.local packages would differ between host and image
-        "REPROBOX_SEED": str(seed),
+        **seed_env(seed),
         "REPROBOX_DETERMINISTIC": "1" if deterministic else "0",
         "REPROBOX_WARN_ONLY": "1" if warn_only else "0",
     }
@@ -65,9 +65,14 @@ def with_seed(det: Determinism, seed: int) -> Determinism:
 
     The recorded end state stays: the TF32 switches a replay turns off are read from it.
     """
-    _check_seed(seed)
-    env = {**det.env, "PYTHONHASHSEED": str(seed), "REPROBOX_SEED": str(seed)}
+    env = {**det.env, **seed_env(seed)}
     return replace(det, seed=seed, python_hash_seed=str(seed), env=env)
+
+
+def seed_env(seed: int) -> dict[str, str]:
+    """The variables a seed sets before the interpreter starts; the shim reads REPROBOX_SEED."""
+    _check_seed(seed)
+    return {name: str(seed) for name in SEED_VARS}
 
 
 def _framework_env(packages: set[str]) -> dict[str, str]:

@@ -78,11 +78,11 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     that runs backwards, a seed given twice, more than MAX_SEEDS seeds.
     """
     if not text.strip():
-        raise UsageError("--seeds is empty", hint=_SEEDS_HINT)
+        raise UsageError("--seeds: the list is empty", hint=_SEEDS_HINT)
     ranges = [_seed_range(part.strip()) for part in text.split(",")]
     count = sum(len(seeds) for seeds in ranges)  # before expanding: "0-4294967295" is a range
     if count > MAX_SEEDS:
-        raise UsageError(f"--seeds {text.strip()!r} asks for {count} replays; at most "
+        raise UsageError(f"--seeds: {text.strip()!r} asks for {count} replays; at most "
                          f"{MAX_SEEDS}", hint="sweep fewer seeds: 5 to 20 tell noise apart")
     seen: dict[int, None] = {}
     for seed in (seed for seeds in ranges for seed in seeds):

@@ -8,6 +8,7 @@ writes the same script without submitting it.
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from collections.abc import Sequence
@@ -15,17 +16,17 @@ from dataclasses import dataclass, replace
 
 import jinja2
 
-from reprobox import render
+from reprobox import render, seeding
 from reprobox.cluster import apptainer
 from reprobox.engine import ContainerSpec, cli_flags, memory_bytes
 from reprobox.errors import UsageError
 from reprobox.manifest import Manifest
 
 ENGINES = ("auto", "docker", "apptainer")
-SEED_VARS = ("PYTHONHASHSEED", "REPROBOX_SEED")  # set by the script from the task's seed
 MAX_TASKS = 1000  # Slurm's default MaxArraySize is 1001
-_TIME = re.compile(r"\d+|\d+:\d{2}|\d+:\d{2}:\d{2}|\d+-\d+|\d+-\d+:\d{2}|\d+-\d+:\d{2}:\d{2}")
-_SLURM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_TIME = re.compile(r"\d+|\d+:\d{2}|\d+:\d{2}:\d{2}|\d+-\d+|\d+-\d+:\d{2}|\d+-\d+:\d{2}:\d{2}"
+                   r"|UNLIMITED|INFINITE", re.IGNORECASE)
+_SLURM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(?:,[A-Za-z0-9][A-Za-z0-9_.-]*)*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("reprobox", "templates"), undefined=jinja2.StrictUndefined,
@@ -72,7 +73,7 @@ def batch_script(manifest: Manifest, run_id: str, spec: ContainerSpec, seeds: Se
                  options: SlurmOptions, files: JobFiles, fetch: Sequence[str]) -> str:
     """The batch script replaying `spec` once per seed; `fetch`: paths under the project."""
     _check_seeds(seeds)
-    env = {name: value for name, value in spec.env.items() if name not in SEED_VARS}
+    env = {name: value for name, value in spec.env.items() if name not in seeding.SEED_VARS}
     spec = replace(spec, env=env)
     return _TEMPLATES.get_template("slurm-job.sh.j2").render(
         run_id=run_id, seed_count=len(seeds),
@@ -80,7 +81,7 @@ def batch_script(manifest: Manifest, run_id: str, spec: ContainerSpec, seeds: Se
         image=spec.image, image_q=shlex.quote(spec.image), header=_header(files, spec.image),
         job_name=f"reprobox-{run_id}"[:64], log_pattern=shlex.quote(files.log_pattern),
         cpus=options.cpus, partition=options.partition, gpus=options.gpus, time=options.time,
-        mem=_slurm_memory(spec.memory),
+        mem=_slurm_memory(spec.memory), memory_set=spec.memory is not None,
         array=f"0-{len(seeds) - 1}" if len(seeds) > 1 else None, probe=files.probe_dir is not None,
         submitted=files.probe_dir is not None,
         work=shlex.quote(files.work), image_tar=shlex.quote(files.image_tar),
@@ -191,4 +192,5 @@ def _words(words: Sequence[str]) -> str:
 
 
 def _seconds(timeout_s: float | None) -> str:
-    return f"{int(timeout_s)}s" if timeout_s else "0"  # timeout(1): 0 means no limit
+    # timeout(1): 0 means no limit, so a fraction of a second is rounded up, never down to 0
+    return f"{math.ceil(timeout_s)}s" if timeout_s else "0"

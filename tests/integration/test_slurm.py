@@ -161,7 +161,7 @@ def test_an_exported_batch_script_runs_under_sbatch_as_it_is(built: Built, tmp_p
     done = subprocess.run(["sbatch", "--wait", "--parsable", str(script)], capture_output=True,
                           text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    work = built.bundle.path / "jobs" / "export"
+    (work,) = (built.bundle.path / "jobs").glob("export-*")  # one folder per submission
     original = np.load(built.bundle.outputs_dir / "out" / "weights.npy")
     for task, same in ((0, True), (1, False)):
         assert (work / f"task-{task}" / "exit_code").read_text().strip() == "0"

@@ -110,6 +110,16 @@ def test_usage_errors_exit_2() -> None:
     assert exc.value.code == 2
 
 
+@pytest.mark.parametrize("timeout", ["inf", "nan", "-5", "0", "soon"])
+def test_a_timeout_that_is_no_positive_number_of_seconds_is_a_usage_error(
+        timeout: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for verb in (["replay"], ["run"], ["export", "slurm"]):
+        with pytest.raises(SystemExit) as exc:
+            main([*verb, "--timeout", timeout])
+        assert exc.value.code == 2
+        assert "expected a number of seconds > 0" in capsys.readouterr().err
+
+
 def test_capture_of_a_missing_command_leaves_nothing(
     tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -320,7 +320,8 @@ def test_an_export_has_no_probe(tmp_path: Path, sample_manifest: Manifest) -> No
 def test_gpus_are_the_jobs_own(tmp_path: Path, sample_manifest: Manifest) -> None:
     assert "--gpus" not in _script(sample_manifest, tmp_path).split("gpu_flags() {")[1][:200]
     text = _script(sample_manifest, tmp_path, options=SlurmOptions(gpus=2))
-    assert "${SLURM_JOB_GPUS:-${CUDA_VISIBLE_DEVICES:-}}" in text and "--gpus 2" in text
+    assert '"\\"device=$SLURM_JOB_GPUS\\""' in text and "--gpus 2" in text
+    assert "Slurm gave this job no GPU ids" in text
 
 
 def test_the_job_keeps_its_files_to_its_user(tmp_path: Path, sample_manifest: Manifest) -> None:
@@ -450,24 +451,38 @@ def test_a_container_docker_cannot_create_fails_the_task(tmp_path: Path,
     assert "docker could not create the replay container" in (out / "error").read_text()
 
 
-@pytest.mark.parametrize(("given", "gpus"), [
+def test_slurms_gpus_are_handed_to_docker_by_their_global_ids(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
     # SLURM_JOB_GPUS holds the node's own indexes, which Docker reads; CUDA_VISIBLE_DEVICES
     # is renumbered from 0 where Slurm constrains devices with cgroups
-    ({"SLURM_JOB_GPUS": "5,7", "CUDA_VISIBLE_DEVICES": "0,1"}, '"device=5,7"'),
-    ({"CUDA_VISIBLE_DEVICES": "2,3"}, '"device=2,3"'),
-    ({"SLURM_JOB_GPUS": "", "CUDA_VISIBLE_DEVICES": "1"}, '"device=1"'),
-    ({}, "2"),
-])
-def test_slurms_gpus_are_handed_to_docker(tmp_path: Path, sample_manifest: Manifest,
-                                          given: dict[str, str], gpus: str) -> None:
-    done, _, env = _run_task(tmp_path, sample_manifest, task=0, extra={**given, "FAKE_EXIT": "0"},
+    given = {"SLURM_JOB_GPUS": "5,7", "CUDA_VISIBLE_DEVICES": "0,1", "FAKE_EXIT": "0"}
+    done, _, env = _run_task(tmp_path, sample_manifest, task=0, extra=given,
                              options=SlurmOptions(gpus=2))
     assert done.returncode == 0, done.stderr
     calls: list[Any] = docker_calls(env)
     (create,) = [argv for argv in calls if argv[1] == "create"]
     (probe,) = [argv for argv in calls if argv[1] == "run"]
-    assert _option_values(create, "--gpus") == [gpus]
-    assert _option_values(probe, "--gpus") == [gpus]
+    assert _option_values(create, "--gpus") == _option_values(probe, "--gpus") == ['"device=5,7"']
+
+
+@pytest.mark.parametrize("given", [{"CUDA_VISIBLE_DEVICES": "2,3"}, {"SLURM_JOB_GPUS": ""}, {}])
+def test_a_slurm_job_without_gpu_ids_is_refused_not_guessed(
+        tmp_path: Path, sample_manifest: Manifest, given: dict[str, str]) -> None:
+    done, out, env = _run_task(tmp_path, sample_manifest, task=0, extra=given,
+                               options=SlurmOptions(gpus=2))
+    assert done.returncode != 0
+    assert "Slurm gave this job no GPU ids" in (out / "error").read_text()
+    assert not [argv for argv in docker_calls(env) if argv[1] in ("create", "run")]
+
+
+def test_run_by_hand_outside_slurm_docker_picks_the_gpus(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
+    env = {**fake_path(tmp_path), "FAKE_EXIT": "0"}
+    path = _write(tmp_path, _script(sample_manifest, tmp_path, options=SlurmOptions(gpus=2)))
+    done = run_script(path, env)
+    assert done.returncode == 0, done.stderr
+    (create,) = [argv for argv in docker_calls(env) if argv[1] == "create"]
+    assert _option_values(create, "--gpus") == ["2"]
 
 
 @pytest.mark.parametrize(("given", "cpus"), [({"SLURM_CPUS_PER_TASK": "3"}, "3"), ({}, "4")])
@@ -480,6 +495,28 @@ def test_the_container_gets_the_jobs_cpus(tmp_path: Path, sample_manifest: Manif
     assert done.returncode == 3, done.stderr
     (create,) = [argv for argv in docker_calls(env) if argv[1] == "create"]
     assert _option_values(create, "--cpus") == [cpus]
+
+
+def test_the_container_is_held_to_the_jobs_cores_and_memory(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
+    done, _, env = _run_task(tmp_path, sample_manifest, task=0,
+                             extra={"SLURM_MEM_PER_NODE": "2048"})
+    assert done.returncode == 3, done.stderr
+    (create,) = [argv for argv in docker_calls(env) if argv[1] == "create"]
+    allowed = next(line.split()[1] for line in Path("/proc/self/status").read_text().splitlines()
+                   if line.startswith("Cpus_allowed_list:"))
+    assert _option_values(create, "--cpuset-cpus") == [allowed]
+    assert _option_values(create, "--memory") == ["2048m"]
+
+
+def test_a_replays_own_memory_limit_is_not_doubled(tmp_path: Path,
+                                                   sample_manifest: Manifest) -> None:
+    env = {**fake_path(tmp_path), "SLURM_JOB_ID": "42", "SLURM_MEM_PER_NODE": "2048"}
+    spec = _spec(sample_manifest, memory="1g")
+    path = _write(tmp_path, _script(sample_manifest, tmp_path, spec=spec))
+    run_script(path, env)
+    (create,) = [argv for argv in docker_calls(env) if argv[1] == "create"]
+    assert _option_values(create, "--memory") == ["1g"]
 
 
 @pytest.mark.parametrize("exit_code", [0, 1, 3])
@@ -603,4 +640,5 @@ def test_an_exported_task_makes_its_job_folder(tmp_path: Path,
                                                sample_manifest: Manifest) -> None:
     env = {**fake_path(tmp_path), "SLURM_ARRAY_TASK_ID": "0", "SLURM_JOB_ID": "42"}
     done = run_script(_write(tmp_path, _script(sample_manifest, tmp_path, probe=False)), env)
-    assert (tmp_path / "work" / "task-0" / "exit_code").is_file(), done.stderr
+    # one folder per submission: two submissions of one export never share a task folder
+    assert (tmp_path / "work-42" / "task-0" / "exit_code").is_file(), done.stderr

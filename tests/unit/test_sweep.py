@@ -44,8 +44,8 @@ def test_parse_seeds_allows_exactly_the_maximum_count() -> None:
 
 
 @pytest.mark.parametrize(("text", "says"), [
-    ("", "--seeds is empty"),
-    ("  ", "--seeds is empty"),
+    ("", "--seeds: the list is empty"),
+    ("  ", "--seeds: the list is empty"),
     ("1,,2", "an empty item"),
     ("1,2,", "an empty item"),
     ("-3", "'-3' is negative"),
