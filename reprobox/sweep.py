@@ -40,14 +40,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from reprobox.compare.curves import (  # private: curves has no public table reader yet
-    _READERS,
-    Table,
-    _columns,
-    _metric_columns,
-    _step_column,
-    _tables_in,
-)
+from reprobox.compare.curves import LOG_SUFFIXES, Table, metric_names, read_tables, tables_in
 from reprobox.compare.masks import volatile_kind
 from reprobox.compare.records import load_json, load_yaml
 from reprobox.compare.result import json_safe
@@ -135,7 +128,7 @@ def metrics_of(outputs_dir: Path, outputs: Sequence[Output]) -> dict[str, float]
 
 def _output_metrics(path: Path) -> list[tuple[str, float]]:
     suffix = path.suffix.lower()
-    if (suffix not in _READERS and suffix not in _YAML_SUFFIXES) or not _small_file(path):
+    if (suffix not in LOG_SUFFIXES and suffix not in _YAML_SUFFIXES) or not _small_file(path):
         return []
     try:
         return list(itertools.islice(_read_metrics(path, suffix), MAX_METRICS_PER_OUTPUT))
@@ -158,17 +151,16 @@ def _read_metrics(path: Path, suffix: str) -> Iterator[tuple[str, float]]:
             yield from _record_metrics(documents[0])
     elif suffix == ".json":
         document = load_json(path, "run")
-        yield from _log_metrics(_tables_in(document))
+        yield from _log_metrics(tables_in(document))
         yield from _record_metrics(document)
     else:
-        yield from _log_metrics(_READERS[suffix](path))
+        yield from _log_metrics(read_tables(path))
 
 
 def _log_metrics(tables: Mapping[str, Table]) -> Iterator[tuple[str, float]]:
     """Each metric column's last value (the last row that has it: the final loss)."""
     for table_name, table in tables.items():
-        columns = _columns(table)
-        for column in _metric_columns(columns, _step_column(columns)):
+        for column in metric_names(table):
             last = next(row[column] for row in reversed(table) if column in row)
             yield (f"{table_name}.{column}" if table_name else column), last
 

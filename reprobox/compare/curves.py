@@ -82,7 +82,7 @@ def metric_curves(expected: Path, actual: Path, output: Output) -> tuple[CurveCo
 
 
 def _read_json(path: Path) -> dict[str, Table]:
-    return _tables_in(load_json(path, "original"))
+    return tables_in(load_json(path, "original"))
 
 
 def _read_jsonl(path: Path) -> dict[str, Table]:
@@ -108,7 +108,21 @@ _READERS: dict[str, Callable[[Path], dict[str, Table]]] = {
 }
 
 
-def _tables_in(document: Any) -> dict[str, Table]:
+LOG_SUFFIXES = frozenset(_READERS)
+
+
+def read_tables(path: Path) -> dict[str, Table]:
+    """The metric tables of a log whose suffix is in LOG_SUFFIXES, by name ("" for the top)."""
+    return _READERS[path.suffix.lower()](path)
+
+
+def metric_names(table: Table) -> list[str]:
+    """The table's metric columns, as a curve comparison would chart them."""
+    columns = _columns(table)
+    return _metric_columns(columns, _step_column(columns))
+
+
+def tables_in(document: Any) -> dict[str, Table]:
     """The table at the top of a document, else the tables one level down, by their key."""
     table = _as_table(document)
     if table is not None:
