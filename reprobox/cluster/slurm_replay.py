@@ -2,7 +2,7 @@
 
 The job's folder (`<bundle>/jobs/<job>/`) must be on storage the nodes share with this host, as
 a cluster's home or project file system is. The image is saved there once per image
-(`jobs/images/<id>.tar`) for nodes that lack it and for Apptainer. Each finished task becomes a
+(`jobs/images/<image>.tar`) for nodes that lack it and for Apptainer. Each finished task becomes a
 replay folder like a local replay's, so `compare`, `--seeds` tables and archives treat them
 alike. Ctrl-C cancels the job and removes its folder.
 """
