@@ -49,6 +49,7 @@ MANIFEST_MEMBER = "MANIFEST.sha256"
 SIGNATURE_MEMBER = "MANIFEST.sha256.sig"
 _UNHASHED = frozenset({MANIFEST_MEMBER, SIGNATURE_MEMBER})  # the checksum list and its signature
 IMAGE_MEMBER = "images/images.tar"
+BUNDLE_FOLDER = "bundle"
 WHEELS_FOLDER = "wheels"
 MAX_TOTAL_BYTES = 64 << 30
 MAX_MEMBERS = 100_000
@@ -184,7 +185,7 @@ def _bundle_files(bundle: Bundle) -> Iterator[tuple[Path, str]]:
             raise ArchiveError(f"{path}: a link in the bundle cannot be archived",
                                hint="replace it with the file it points to")
         if path.is_file():
-            yield path, f"bundle/{relative.as_posix()}"
+            yield path, f"{BUNDLE_FOLDER}/{relative.as_posix()}"
 
 
 class _Writer:
@@ -467,8 +468,12 @@ class _Budget:
 
 
 def unpack(path: Path, dest: Path, engine: Engine, public_key: Path | None = None,
-           on_progress: Progress | None = None) -> tuple[Verified, list[str]]:
-    """Verify, extract into a fresh `dest`, then `docker load` its images; returns what loaded."""
+           on_progress: Progress | None = None, load: bool = True) -> tuple[Verified, list[str]]:
+    """Verify, extract into a fresh `dest`, then `docker load` its images; returns what loaded.
+
+    With `load` False the images stay in `dest/images/images.tar` only, for a host without
+    Docker (a cluster's login node), whence `replay --on slurm` hands them to the nodes.
+    """
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise ArchiveError(f"{dest}: the destination is not empty",
                            hint="unpack into a new or empty folder")
@@ -477,7 +482,7 @@ def unpack(path: Path, dest: Path, engine: Engine, public_key: Path | None = Non
     with staged_dir(dest) as staging:  # the folder appears only once its images are loaded
         _extract(path, staging, digests, on_progress or (lambda _what, _done: None))
         image = staging / IMAGE_MEMBER
-        if image.is_file():
+        if load and image.is_file():
             with image.open("rb") as stream:
                 loaded.extend(engine.load_image(stream))
     _seed_wheel_cache(dest / WHEELS_FOLDER, wheelhouse.default_cache())
@@ -533,7 +538,7 @@ def _write_new(target: Path, data: Iterator[bytes]) -> str:
 
 def find_bundle(dest: Path) -> Path:
     """The bundle folder of an unpacked archive."""
-    folder = dest / "bundle"
+    folder = dest / BUNDLE_FOLDER
     if not (folder / "manifest.yaml").is_file():
         raise BundleError(f"{dest}: no bundle/manifest.yaml", hint="is it an unpacked archive?")
     return folder

@@ -513,13 +513,15 @@ def _unpack(args: argparse.Namespace, err: Console) -> int:
     with err.status(f"unpacking {source}") as status:
         verified, loaded = archive.unpack(
             source, dest, DockerEngine(), Path(args.key) if args.key else None,
-            lambda what, done: status.update(f"{what[:70]} ({done / 1e6:,.0f} MB)"))
+            lambda what, done: status.update(f"{what[:70]} ({done / 1e6:,.0f} MB)"),
+            load=not args.no_load)
     if verified.signed and not verified.signature_checked:
         err.print("[yellow]note:[/] the archive is signed; pass --key PUBKEY to check the signer")
     for name in loaded:
         err.print(f"loaded image {name}")
     print(archive.find_bundle(dest))
-    err.print(f"replay it with: reprobox replay {archive.find_bundle(dest)}")
+    how = "replay --on slurm" if args.no_load else "replay"
+    err.print(f"replay it with: reprobox {how} {archive.find_bundle(dest)}")
     return 0
 
 
@@ -812,6 +814,10 @@ def _add_archive_verbs(verbs: argparse._SubParsersAction) -> None:  # type: igno
     sub.add_argument("archive", metavar="FILE")
     sub.add_argument("dir", nargs="?", metavar="DIR",
                      help="a new or empty folder (default: the archive's name)")
+    sub.add_argument("--no-load", action="store_true",
+                     help="keep the images in DIR/images/images.tar without loading them "
+                     "(a host without Docker, such as a cluster's login node: `replay --on "
+                     "slurm` hands them to the nodes)")
     sub.add_argument("--key", metavar="PUBKEY",
                      help="require a valid signature by this SSH public key")
     _common(sub)

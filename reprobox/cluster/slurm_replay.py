@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from reprobox import envdiff, preflight, seeding
+from reprobox.archive import BUNDLE_FOLDER, IMAGE_MEMBER
 from reprobox.build import BuiltImage, read_built
 from reprobox.bundle import Bundle
 from reprobox.cluster.slurm import Slurm, TaskState
@@ -120,13 +121,15 @@ def _write_job(bundle: Bundle, engine: Engine, built: BuiltImage, plan: prefligh
     manifest = bundle.manifest()
     spec = container_spec(manifest, built, input_mounts(bundle, manifest), request.timeout_s,
                           request.memory, plan)
-    image_tar = saved_image(bundle, engine, built)
+    image_tar, several = _images_for_nodes(bundle, engine, built)
     probe_dir = work / "probe"
     probe_dir.mkdir()
     for script in envdiff.PROBE_SCRIPTS:
         shutil.copyfile(script, probe_dir / script.name)
-    files = JobFiles(str(work.resolve()), str(image_tar), str(image_tar.with_suffix(".sif")),
-                     str(probe_dir.resolve()), f"{work.resolve()}/slurm-%A_%a.out")
+    files = JobFiles(str(work.resolve()), str(image_tar),
+                     str(image_tar_path(bundle, built).with_suffix(".sif")),
+                     str(probe_dir.resolve()), f"{work.resolve()}/slurm-%A_%a.out",
+                     several_images=several)
     options = replace(request.options, gpus=plan.gpu_count)
     text = batch_script(manifest, bundle.run_id, spec, seeds, options, files,
                         fetched_paths(manifest))
@@ -134,6 +137,18 @@ def _write_job(bundle: Bundle, engine: Engine, built: BuiltImage, plan: prefligh
     atomic_write(path, text)
     path.chmod(0o700)
     return path
+
+
+def _images_for_nodes(bundle: Bundle, engine: Engine, built: BuiltImage) -> tuple[Path, bool]:
+    """The tar the nodes load the image from, and whether it holds other images too: the one
+    saved beside the jobs, else an unpacked archive's (`unpack --no-load` on a host without
+    Docker), else one saved now."""
+    if not image_tar_path(bundle, built).is_file():
+        unpacked = bundle.path.parent / IMAGE_MEMBER
+        if unpacked.is_file() and bundle.path.name == BUNDLE_FOLDER:
+            image_tar_path(bundle, built).parent.mkdir(parents=True, exist_ok=True)  # the SIF's
+            return unpacked.resolve(), True
+    return saved_image(bundle, engine, built), False
 
 
 def saved_image(bundle: Bundle, engine: Engine, built: BuiltImage) -> Path:

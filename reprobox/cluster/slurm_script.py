@@ -67,6 +67,7 @@ class JobFiles:
     probe_dir: str | None = None
     # Slurm's own log of each task; it must be in a folder that exists when the job starts
     log_pattern: str = "slurm-%A_%a.out"  # relative: the folder sbatch was run in
+    several_images: bool = False  # image_tar holds others too (an archive's): Apptainer is told
 
 
 def batch_script(manifest: Manifest, run_id: str, spec: ContainerSpec, seeds: Sequence[int],
@@ -147,6 +148,8 @@ def _apptainer_parts(spec: ContainerSpec, files: JobFiles, gpus: bool) -> dict[s
     """The Apptainer half of the script; paths are quoted here, `$OUT` left to the shell."""
     project, scratch = '"$OUT"/fetched', '"$OUT"/scratch'
     sif, image_tar = shlex.quote(files.sif), shlex.quote(files.image_tar)
+    if files.several_images:  # docker-archive:PATH:REFERENCE picks one image of several
+        image_tar += ":" + shlex.quote(spec.image)
     prepare = [
         *_or_fail(apptainer.build_sif_lines(image_tar, sif), "apptainer could not build $SIF"),
         *_or_fail(apptainer.prepare_project_lines(sif, project),

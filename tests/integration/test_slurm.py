@@ -19,6 +19,7 @@ import pytest
 
 from reprobox.baseimage import BaseImage
 from reprobox.bundle import Bundle
+from reprobox.engine import DockerEngine
 
 from .helpers import (
     EXAMPLES,
@@ -200,3 +201,25 @@ def test_a_gpu_run_asks_slurm_for_a_gpu_and_replays_with_cpu_where_there_is_none
     assert record["expect_tolerance"] is True and record["gpus"] is False
     assert record["state"]["env.CUDA_VISIBLE_DEVICES"] == ""
     assert json.loads(on_cpu.out)["verdict"] == "identical"  # numpy on the CPU either way
+
+
+def test_an_archive_unpacked_without_loading_replays_through_slurm(
+        built: Built, docker_engine: DockerEngine, tmp_path: Path) -> None:
+    """A reviewer's cluster: the archive is unpacked on a login node without Docker (`--no-load`)
+    and the job's node loads the image from the archive's own images.tar."""
+    packed = reprobox(["pack", str(built.bundle.path), "-o", str(tmp_path / "exp.rbx")],
+                      built.project)
+    assert packed.code == 0, packed
+    tag = json.loads(built.bundle.build_record_path.read_text())["tag"]
+    docker_engine.remove_image(tag)  # gone here, as from a node that never saw it
+    unpacked = reprobox(["unpack", "--no-load", str(tmp_path / "exp.rbx"),
+                         str(tmp_path / "exp")], tmp_path)
+    assert unpacked.code == 0, unpacked
+    assert "loaded image" not in unpacked.err and not docker_engine.has_image(tag)
+    bundle = str(tmp_path / "exp" / "bundle")
+    replayed = reprobox(["replay", "--on", "slurm", bundle], tmp_path)  # `run` would build
+    assert replayed.code == 0, replayed
+    assert docker_engine.has_image(tag)  # loaded by the job, from exp/images/images.tar
+    compared = reprobox(["compare", "--json", bundle], tmp_path)
+    assert compared.code == 0 and json.loads(compared.out)["verdict"] == "identical", compared
+    assert not list((tmp_path / "exp" / "bundle" / "jobs" / "images").glob("*.tar"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import time
 import tracemalloc
@@ -676,3 +677,26 @@ def test_a_cpu_replay_of_a_gpu_run_is_not_weighed_by_the_nodes_gpus(
     record = replay_module.read_result(folder)
     assert record.expect_tolerance is True and not record.gpus
     assert not any("GPU model differs" in note for note in record.notes)
+
+
+def test_an_unpacked_archives_images_go_to_the_nodes_with_no_docker_here(
+        tmp_path: Path, sample_manifest: Manifest) -> None:
+    """`unpack --no-load` on a login node keeps images/images.tar: the job loads it (Docker) or
+    builds the SIF from the one image it names among the several there (Apptainer)."""
+    made = _bundle(tmp_path / "made", sample_manifest)
+    unpacked = tmp_path / "unpacked"
+    shutil.copytree(made.path, unpacked / "bundle")
+    (unpacked / "images").mkdir()
+    (unpacked / "images" / "images.tar").write_bytes(b"the image and its base")
+    scripts: list[str] = []
+
+    def look(script: Path, count: int) -> None:
+        scripts.append(script.read_text())
+        _by_hand(script, count)
+
+    no_docker = SavingEngine()  # has no image and saves none
+    folders = _replay(Bundle(unpacked / "bundle"), FakeSlurm(look), engine=no_docker)
+    tar = (unpacked / "images" / "images.tar").resolve()
+    assert len(folders) == 1 and no_docker.saves == []
+    assert f"IMAGE_TAR={tar}\n" in scripts[0]
+    assert f"docker-archive:{tar}:{BUILT.tag}" in scripts[0]

@@ -61,7 +61,7 @@ ALLOWED: dict[str, set[str]] = {
     "sweep": {"manifest", "compare", "errors", "seeding", "fileio"},
     # cluster engines: scripts and documents (pure), Slurm's commands, a replay through Slurm
     "cluster": {"cluster", "manifest", "engine", "render", "seeding", "errors", "capture",
-                "envdiff", "preflight", "build", "bundle", "fileio", "replay"},
+                "envdiff", "preflight", "build", "bundle", "fileio", "replay", "archive"},
     "signing": {"errors", "fileio"},
     "reproduce": {"manifest", "errors", "preflight", "seeding", "render"},
     "archive": {"bundle", "build", "engine", "baseimage", "errors", "fileio", "manifest",
