@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from reprobox.compare import Comparison
     from reprobox.compare.tolerances import Tolerance
     from reprobox.manifest import Gpus
-    from reprobox.replay import RunRecord
+    from reprobox.replay import ReplayResult, RunRecord
     from reprobox.variation import Variation
 
 EXIT_NOT_REPRODUCED = 3
@@ -204,19 +204,25 @@ def _do_replay(args: argparse.Namespace, err: Console
                               args.memory, host_gpus=_host_gpus(args.cpu), cpu=args.cpu,
                               seeds=args.seeds)
     results = [read_result(folder) for folder in folders]
+    _tell_replays(err, folders, results, lost, bool(args.seeds))
+    succeeded = not lost and all(r.exit_code == 0 and not r.timed_out for r in results)
+    return target, folders, succeeded, lost
+
+
+def _tell_replays(err: Console, folders: list[Path], results: list[ReplayResult],
+                  lost: dict[int, str], seeds: bool) -> None:
+    """The preflight's warnings once, then one line per replay, then the tasks that left none."""
     for note in results[0].notes:
         err.print(f"[yellow]warning:[/] {escape(note)}", soft_wrap=True)
     for folder, result in zip(folders, results, strict=True):
         timed_out = " (timed out)" if result.timed_out else ""
-        details = [f"seed {result.seed}"] if args.seeds else []
+        details = [f"seed {result.seed}"] if seeds else []
         details += [result.where] if result.where else []
         how = f" ({', '.join(details)})" if details else ""
         err.print(f"replay {result.replay_id}{how}: exit code {result.exit_code}{timed_out} "
                   f"-> {folder}", soft_wrap=True, markup=False)
     for why in lost.values():
         err.print(f"[yellow]warning:[/] {escape(why)}", soft_wrap=True)
-    succeeded = not lost and all(r.exit_code == 0 and not r.timed_out for r in results)
-    return target, folders, succeeded, lost
 
 
 def _replay_on_slurm(args: argparse.Namespace, target: bundle.Bundle, timeout: float,
