@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import math
 import secrets
-from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from reprobox.errors import CaptureError
+from reprobox.errors import CaptureError, UsageError
 from reprobox.manifest import Determinism, Scalar
 
 SHIM_DIR: Path = Path(__file__).resolve().parent / "shim"
@@ -60,13 +59,20 @@ def determinism(seed: int | None, threads: int = 1, deterministic: bool = True,
                        deterministic=deterministic, warn_only=warn_only, env=env)
 
 
-def with_seed(det: Determinism, seed: int) -> Determinism:
-    """`det` started from another seed (a seed sweep): the same flags, threads and env.
-
-    The recorded end state stays: the TF32 switches a replay turns off are read from it.
-    """
-    env = {**det.env, **seed_env(seed)}
-    return replace(det, seed=seed, python_hash_seed=str(seed), env=env)
+def resolved_seeds(seeds: Sequence[int | None], captured: int) -> list[int]:
+    """The seeds to replay from, None naming the captured one: each in range, none twice."""
+    if not seeds:
+        raise UsageError("no seed to replay", hint="leave the seeds out for the captured one")
+    resolved = [captured if seed is None else seed for seed in seeds]
+    for seed in resolved:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise UsageError(f"seed {seed!r} is not an integer in 0..{MAX_SEED}",
+                             hint="PYTHONHASHSEED and numpy accept only this range")
+    repeated = sorted({seed for seed in resolved if resolved.count(seed) > 1})
+    if repeated:
+        raise UsageError(f"seed {repeated[0]} is asked for twice (the captured seed is "
+                         f"{captured})", hint="name each seed once")
+    return resolved
 
 
 def seed_env(seed: int) -> dict[str, str]:

@@ -280,30 +280,10 @@ def _host_devices(spec: ContainerSpec) -> str:
 
 def _seeded_specs(manifest: Manifest, spec: ContainerSpec,
                   seeds: Sequence[int | None]) -> list[tuple[int, ContainerSpec]]:
-    """(seed, spec started from it) per seed; what `seeding.with_seed` changes, nothing else."""
-    if not seeds:
-        raise UsageError("no seed to replay", hint="leave the seeds out for the captured one")
-    captured = manifest.determinism
-    resolved = [captured.seed if seed is None else seed for seed in seeds]
-    for seed in resolved:
-        _check_seed(seed)
-    if len(set(resolved)) != len(resolved):
-        raise UsageError(f"a seed is asked for twice: {resolved} (the captured one is "
-                         f"{captured.seed})", hint="name each seed once")
-    return [(seed, replace(spec, env={**spec.env, **_seed_changes(manifest, seed)}))
+    """(seed, spec started from it) per seed: the seed's variables changed, nothing else."""
+    resolved = seeding.resolved_seeds(seeds, manifest.determinism.seed)
+    return [(seed, replace(spec, env={**spec.env, **seeding.seed_env(seed)}))
             for seed in resolved]
-
-
-def _check_seed(seed: object) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= seeding.MAX_SEED:
-        raise UsageError(f"seed {seed!r} is not an integer in 0..{seeding.MAX_SEED}",
-                         hint="PYTHONHASHSEED and numpy accept only this range")
-
-
-def _seed_changes(manifest: Manifest, seed: int) -> dict[str, str]:
-    captured = manifest.determinism
-    return {name: value for name, value in seeding.with_seed(captured, seed).env.items()
-            if captured.env.get(name) != value}
 
 
 def _check_run_id(run_id: str) -> None:

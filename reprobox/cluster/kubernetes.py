@@ -193,19 +193,9 @@ def _refuse_masked(spec: ContainerSpec) -> None:
 
 
 def _resolved_seeds(manifest: Manifest, seeds: Sequence[int | None]) -> list[int | None]:
-    if not seeds:
-        raise UsageError("no seed to replay", hint="leave the seeds out for the captured one")
-    resolved = [manifest.determinism.seed if seed is None else seed for seed in seeds]
-    for seed in resolved:
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= seeding.MAX_SEED:
-            raise UsageError(f"seed {seed!r} is not an integer in 0..{seeding.MAX_SEED}",
-                             hint="PYTHONHASHSEED and numpy accept only this range")
-    repeated = sorted({seed for seed in resolved if resolved.count(seed) > 1})
-    if repeated:
-        raise UsageError(f"seed {repeated[0]} is asked for twice (the captured seed is "
-                         f"{manifest.determinism.seed})", hint="name each seed once")
     captured = manifest.determinism.seed
-    return [None if seed == captured else seed for seed in resolved]
+    return [None if seed == captured else seed
+            for seed in seeding.resolved_seeds(seeds, captured)]
 
 
 # ---------------------------------------------------------------------------- documents
@@ -316,7 +306,7 @@ def _copy_command(user: str, project: str, output_path: str) -> str:
 def _replay_container(manifest: Manifest, spec: ContainerSpec, image: str, project: str,
                       output_path: str, seed: int | None,
                       options: KubernetesOptions) -> dict[str, Any]:
-    env = _seeded_env(manifest, spec.env, seed)
+    env = _seeded_env(spec.env, seed)
     container: dict[str, Any] = {
         "name": "replay",
         "image": image,
@@ -336,14 +326,9 @@ def _replay_container(manifest: Manifest, spec: ContainerSpec, image: str, proje
     return container
 
 
-def _seeded_env(manifest: Manifest, env: Mapping[str, str], seed: int | None) -> dict[str, str]:
-    """`env` with another seed: what `seeding.with_seed` changes, nothing else."""
-    if seed is None:
-        return dict(env)
-    captured = manifest.determinism
-    changed = {name: value for name, value in seeding.with_seed(captured, seed).env.items()
-               if captured.env.get(name) != value}
-    return {**env, **changed}
+def _seeded_env(env: Mapping[str, str], seed: int | None) -> dict[str, str]:
+    """`env` started from another seed: the seed's variables changed, nothing else."""
+    return dict(env) if seed is None else {**env, **seeding.seed_env(seed)}
 
 
 def _resources(spec: ContainerSpec, options: KubernetesOptions) -> dict[str, Any]:

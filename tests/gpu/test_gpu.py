@@ -178,8 +178,8 @@ def _seeded_run(python: str, project: Path, manifest: manifest_io.Manifest, seed
     copy = tmp_path / f"seed-{seed}-{attempt}"
     copy.mkdir()
     (copy / "train.py").write_text((project / "train.py").read_text())
-    det = seeding.with_seed(manifest.determinism, seed)
-    env = seeding.process_env(det, str(seeding.SHIM_DIR), None, _plain_env())
+    env = seeding.process_env(manifest.determinism, str(seeding.SHIM_DIR), None, _plain_env())
+    env.update(seeding.seed_env(seed))
     subprocess.run([python, "train.py"], cwd=copy, env=env, check=True, timeout=600,
                    capture_output=True)
     return (copy / "out/weights.npy").read_bytes()

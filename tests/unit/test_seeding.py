@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from reprobox import manifest, seeding
-from reprobox.errors import CaptureError
+from reprobox.errors import CaptureError, UsageError
 from reprobox.manifest import Manifest
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -193,3 +193,23 @@ def test_determinism_and_state_round_trip_through_the_manifest(
     original = dataclasses.replace(sample_manifest, determinism=det)
 
     assert manifest.loads(manifest.dumps(original)) == original
+
+
+def test_a_seed_sets_the_hash_seed_and_the_shims_seed_only() -> None:
+    assert seeding.seed_env(7) == {"PYTHONHASHSEED": "7", "REPROBOX_SEED": "7"}
+
+
+def test_resolved_seeds_name_the_captured_one_by_none() -> None:
+    assert seeding.resolved_seeds((None, 1, seeding.MAX_SEED), captured=3) == [3, 1,
+                                                                               seeding.MAX_SEED]
+
+
+@pytest.mark.parametrize(("seeds", "said"), [
+    ((), "no seed"), ((None, 3), "asked for twice"), ((5, 5), "asked for twice"),
+    ((-1,), "not an integer"), ((seeding.MAX_SEED + 1,), "not an integer"),
+    ((True,), "not an integer"),
+])
+def test_bad_or_repeated_seeds_are_a_usage_error(seeds: tuple[int | None, ...],
+                                                 said: str) -> None:
+    with pytest.raises(UsageError, match=said):
+        seeding.resolved_seeds(seeds, captured=3)
