@@ -73,7 +73,7 @@ class JobFiles:
 def batch_script(manifest: Manifest, run_id: str, spec: ContainerSpec, seeds: Sequence[int],
                  options: SlurmOptions, files: JobFiles, fetch: Sequence[str]) -> str:
     """The batch script replaying `spec` once per seed; `fetch`: paths under the project."""
-    _check_seeds(seeds)
+    seeds = _checked_seeds(seeds, manifest.determinism.seed)
     env = {name: value for name, value in spec.env.items() if name not in seeding.SEED_VARS}
     spec = replace(spec, env=env)
     return _TEMPLATES.get_template("slurm-job.sh.j2").render(
@@ -95,12 +95,11 @@ def batch_script(manifest: Manifest, run_id: str, spec: ContainerSpec, seeds: Se
     )
 
 
-def _check_seeds(seeds: Sequence[int]) -> None:
-    if not seeds:
-        raise UsageError("no seeds to replay", hint="--seeds 1,2,3")
+def _checked_seeds(seeds: Sequence[int], captured: int) -> list[int]:
     if len(seeds) > MAX_TASKS:
         raise UsageError(f"{len(seeds)} seeds: a Slurm job array holds at most {MAX_TASKS}",
                          hint="split the sweep into several submissions")
+    return seeding.resolved_seeds(seeds, captured)
 
 
 def _env_lines(env: dict[str, str]) -> list[str]:

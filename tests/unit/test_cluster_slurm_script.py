@@ -305,7 +305,7 @@ def test_seeds_are_needed_and_at_most_a_job_array(tmp_path: Path,
     assert "--array=0-999" in _script(sample_manifest, tmp_path, seeds=tuple(range(MAX_TASKS)))
     with pytest.raises(UsageError, match="1001 seeds: a Slurm job array holds at most 1000"):
         _script(sample_manifest, tmp_path, seeds=tuple(range(MAX_TASKS + 1)))
-    with pytest.raises(UsageError, match="no seeds"):
+    with pytest.raises(UsageError, match="no seed"):
         _script(sample_manifest, tmp_path, seeds=())
 
 
